@@ -1,0 +1,40 @@
+"""One family of domain exceptions; the CLI maps each to a one-line message and an exit code."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+
+
+class TfboundError(Exception):
+    """Base class of every error tfbound raises on purpose."""
+
+    exit_code: int = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, path: object | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(TfboundError):
+    """A file, array, checkpoint or config the user gave cannot be used (exit 3)."""
+
+
+class ConfigError(InputError):
+    """The configuration is malformed: not a mapping, unknown keys, wrong types (exit 3)."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint is missing, corrupt, needs unpickling of code, or does not fit (exit 3)."""
+
+
+class DataError(InputError):
+    """A data file is missing, empty, non-finite, or has labels that are not binary (exit 3)."""
+
+
+class UsageError(TfboundError):
+    """The command line itself is wrong (exit 2)."""
+
+    exit_code = EXIT_USAGE

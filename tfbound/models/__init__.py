@@ -1,0 +1,7 @@
+"""Architectures tfbound can rebuild from a spec: MLP and ViT (MAE-style) encoders, heads, decoders."""
+
+from tfbound.models.heads import LinearHead, MLPHead
+from tfbound.models.mlp import MLP, MLPEncoder, activation_module
+from tfbound.models.vit import ViTEncoder
+
+__all__ = ["MLP", "LinearHead", "MLPEncoder", "MLPHead", "ViTEncoder", "activation_module"]
