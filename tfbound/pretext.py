@@ -61,13 +61,15 @@ class MaskedAutoencoderTask:
     def n_drop(self, num_patches: int) -> int:
         n_drop = int(self.mask_ratio * num_patches)
         if not 0 < n_drop < num_patches:
-            raise ValueError(f"mask_ratio {self.mask_ratio} drops {n_drop} of {num_patches} patches")
+            raise ValueError(
+                f"mask_ratio {self.mask_ratio} drops {n_drop} of {num_patches} patches"
+            )
         return n_drop
 
     def masks(
         self, n: int, num_patches: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(keep, drop)`` patch indices, ``(n, P - n_drop)`` and ``(n, n_drop)``, sorted per row."""
+        """Patch indices ``keep`` ``(n, P - n_drop)`` and ``drop`` ``(n, n_drop)``, sorted per row."""
         n_drop = self.n_drop(num_patches)
         order = torch.argsort(torch.rand(n, num_patches, generator=generator), dim=1)
         keep = order[:, n_drop:].sort(dim=1).values
@@ -104,7 +106,9 @@ def pretext_batch(
     return pred.gather(1, idx).flatten(1), patches.gather(1, idx).flatten(1)
 
 
-def clipped_square_loss(pred: torch.Tensor, target: torch.Tensor, box: tuple[float, float]) -> torch.Tensor:
+def clipped_square_loss(
+    pred: torch.Tensor, target: torch.Tensor, box: tuple[float, float]
+) -> torch.Tensor:
     """Per-example ``(1/D) ||clip(pred) - target||^2`` with ``clip`` onto ``[lo, hi]^D``."""
     lo, hi = box
     return (pred.clamp(lo, hi) - target).pow(2).mean(dim=1)

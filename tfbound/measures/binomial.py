@@ -115,7 +115,7 @@ def xi(n: int) -> float:
     total = 0.0
     for k in range(n + 1):
         log_term = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-        if 0 < k:
+        if k > 0:
             log_term += k * math.log(k / n)
         if k < n:
             log_term += (n - k) * math.log1p(-k / n)

@@ -17,6 +17,7 @@ bound memory). With ``S = sum_i ||z'_i||^2``:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,23 +64,27 @@ def augment(features: torch.Tensor | np.ndarray, bias_const: float | None) -> to
     return torch.cat([z, torch.full((z.shape[0], 1), float(bias_const), dtype=torch.float64)], 1)
 
 
-def rademacher_signs(n_draws: int, n: int, seed: int) -> torch.Tensor:
-    """``n_draws x n`` iid uniform signs in float64, drawn from ``torch.Generator().manual_seed(seed)``."""
+def _sign_blocks(n_draws: int, n: int, seed: int) -> Iterator[torch.Tensor]:
+    """Row blocks of an ``n_draws x n`` matrix of iid uniform signs (float64), seeded."""
     gen = torch.Generator().manual_seed(int(seed))
-    return torch.randint(0, 2, (n_draws, n), generator=gen).to(torch.float64).mul_(2).sub_(1)
+    rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    for start in range(0, n_draws, rows):
+        stop = min(n_draws, start + rows)
+        block = torch.randint(0, 2, (stop - start, n), generator=gen).to(torch.float64)
+        yield block.mul_(2).sub_(1)
+
+
+def rademacher_signs(n_draws: int, n: int, seed: int) -> torch.Tensor:
+    """The sign matrix that ``rirc_linear(..., n_draws=n_draws, seed=seed)`` draws."""
+    return torch.cat(list(_sign_blocks(n_draws, n, seed)))
 
 
 def _draw_norms(z: torch.Tensor, n_draws: int, seed: int) -> torch.Tensor:
-    n = z.shape[0]
-    gen = torch.Generator().manual_seed(int(seed))
-    rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
-    out = torch.empty(n_draws, dtype=torch.float64)
-    for start in range(0, n_draws, rows):
-        stop = min(n_draws, start + rows)
-        signs = torch.randint(0, 2, (stop - start, n), generator=gen).to(torch.float64)
-        signs.mul_(2).sub_(1)
-        out[start:stop] = torch.linalg.vector_norm(signs @ z, dim=1)
-    return out
+    blocks = (
+        torch.linalg.vector_norm(signs @ z, dim=1)
+        for signs in _sign_blocks(n_draws, z.shape[0], seed)
+    )
+    return torch.cat(list(blocks))
 
 
 def rirc_linear(

@@ -1,4 +1,4 @@
-"""Architectures tfbound can rebuild from a spec: MLP and ViT (MAE-style) encoders, heads, decoders."""
+"""Architectures rebuilt from a spec: MLP and MAE-style ViT encoders, heads, decoders."""
 
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.models.mlp import MLP, MLPEncoder, activation_module

@@ -63,7 +63,7 @@ class PatchEmbed(nn.Module):
 
 
 class ViTEncoder(nn.Module):
-    """ViT encoder; ``forward`` maps images ``(n, C, H, W)`` (or flat ``(n, C*H*W)``) to ``(n, dim)``."""
+    """ViT encoder: ``forward`` maps ``(n, C, H, W)`` images (or flat rows) to ``(n, dim)``."""
 
     def __init__(
         self,
@@ -78,7 +78,9 @@ class ViTEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+            raise ValueError(
+                f"image_size {image_size} is not a multiple of patch_size {patch_size}"
+            )
         if pool not in ("mean", "cls"):
             raise ValueError(f"pool must be 'mean' or 'cls', not {pool!r}")
         self.image_size, self.patch_size, self.in_chans = image_size, patch_size, in_chans

@@ -1,0 +1,381 @@
+"""The configuration: frozen dataclasses, read from YAML with ``safe_load`` and validated here.
+
+Everything downstream receives typed values only. Unknown keys, wrong types and impossible values
+raise ``ConfigError`` naming the file and the key. Paths resolve against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from tfbound.errors import ConfigError
+
+CONFIG_FILENAME = "tfbound.yaml"
+
+# Allowed options per (role, arch) with their defaults (None: required, no default).
+_ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("encoder", "mlp"): {
+        "input_dim": None,
+        "hidden": [],
+        "feature_dim": None,
+        "activation": "relu",
+    },
+    ("encoder", "vit"): {
+        "image_size": None,
+        "patch_size": None,
+        "in_chans": 1,
+        "dim": None,
+        "depth": None,
+        "heads": None,
+        "mlp_ratio": 4.0,
+        "pool": "mean",
+    },
+    ("encoder", "factory"): {"factory": None, "kwargs": {}},
+    ("head", "linear"): {},
+    ("head", "mlp"): {"activation": "relu"},
+    ("decoder", "linear"): {"input_dim": None, "output_dim": None},
+    ("decoder", "mlp"): {"input_dim": None, "hidden": [], "output_dim": None, "activation": "relu"},
+    ("decoder", "factory"): {"factory": None, "kwargs": {}},
+}
+
+DEFAULT_DELTA_SHARES: Mapping[str, float] = MappingProxyType(
+    {"finetune": 0.5, "mc": 0.1, "test": 0.2, "pretext_val": 0.2}
+)
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One network to rebuild: its role, architecture, weights file and architecture options."""
+
+    role: str
+    arch: str
+    weights: Path | None
+    options: Mapping[str, Any]
+
+    def to_dict(self, base: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {"arch": self.arch, **_plain(self.options)}
+        if self.weights is not None:
+            out["weights"] = _relative(self.weights, base)
+        return out
+
+
+@dataclass(frozen=True)
+class ArraySource:
+    """An array file and the keys of its inputs and (for labeled splits) labels."""
+
+    path: Path
+    x: str = "x"
+    y: str | None = None
+
+    def to_dict(self, base: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": _relative(self.path, base), "x": self.x}
+        if self.y is not None:
+            out["y"] = self.y
+        return out
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    downstream_train: ArraySource
+    downstream_test: ArraySource | None = None
+    pretrain_train: ArraySource | None = None
+    pretrain_val: ArraySource | None = None
+
+
+@dataclass(frozen=True)
+class PretextSpec:
+    """``kind`` is ``ce`` (block of ``image_shape``) or ``mae`` (``mask_ratio`` of the patches)."""
+
+    kind: str
+    box: tuple[float, float]
+    seed: int
+    image_shape: tuple[int, int, int] | None = None
+    block: tuple[int, int, int, int] | None = None
+    mask_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class BoundSpec:
+    """Configuration constants of the bound: fixed before the labeled data are seen."""
+
+    delta: float = 0.05
+    delta_shares: Mapping[str, float] = field(default_factory=lambda: DEFAULT_DELTA_SHARES)
+    rho0: float = 1e-3
+    bias_const: float = 1.0
+    n_draws: int = 10_000
+    seed: int = 0
+    batch_size: int = 512
+    margin_quantile: float = 0.1
+
+    def delta_of(self, share: str) -> float:
+        return self.delta * self.delta_shares[share]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    encoder: ModuleSpec
+    head: ModuleSpec
+    data: DataSpec
+    bound: BoundSpec
+    decoder: ModuleSpec | None = None
+    pretext: PretextSpec | None = None
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    def with_bound(self, **changes: Any) -> Config:
+        return replace(self, bound=_check_bound(replace(self.bound, **changes), self.path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain data (paths relative to the config's folder)."""
+        base = self.base
+        data = {
+            name: src.to_dict(base)
+            for name in ("pretrain_train", "pretrain_val", "downstream_train", "downstream_test")
+            if (src := getattr(self.data, name)) is not None
+        }
+        bound = asdict(self.bound)
+        bound["delta_shares"] = dict(sorted(self.bound.delta_shares.items()))
+        out: dict[str, Any] = {
+            "encoder": self.encoder.to_dict(base),
+            "head": self.head.to_dict(base),
+            "data": data,
+            "bound": bound,
+        }
+        if self.decoder is not None:
+            out["decoder"] = self.decoder.to_dict(base)
+        if self.pretext is not None:
+            out["pretext"] = {
+                k: _plain(v) for k, v in asdict(self.pretext).items() if v is not None
+            }
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A folder means its ``tfbound.yaml``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CONFIG_FILENAME
+    if not p.is_file():
+        raise ConfigError("config file not found", path=p)
+    return p
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a ``tfbound.yaml`` (or the one inside a folder)."""
+    p = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid YAML: {exc}".splitlines()[0], path=p) from exc
+    return parse_config(raw, p)
+
+
+def parse_config(raw: Any, path: Path) -> Config:
+    path = path.resolve()
+    top = _mapping(raw, "the top level", path)
+    _no_unknown(
+        top, {"encoder", "head", "decoder", "pretext", "data", "bound"}, "the top level", path
+    )
+    base = path.parent
+    for required in ("encoder", "head", "data"):
+        if required not in top:
+            raise ConfigError(f"missing required section '{required}'", path=path)
+    encoder = _module_spec("encoder", top["encoder"], base, path)
+    head = _module_spec("head", top["head"], base, path)
+    decoder = _module_spec("decoder", top["decoder"], base, path) if "decoder" in top else None
+    pretext = _pretext_spec(top["pretext"], path) if "pretext" in top else None
+    data = _data_spec(top["data"], base, path)
+    bound = _bound_spec(top.get("bound", {}), path)
+    if (data.pretrain_train or data.pretrain_val) and (pretext is None or decoder is None):
+        raise ConfigError(
+            "pre-training data needs both a 'pretext' and a 'decoder' section", path=path
+        )
+    return Config(path, encoder, head, data, bound, decoder, pretext)
+
+
+def _mapping(raw: Any, where: str, path: Path) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}", path=path)
+    return raw
+
+
+def _no_unknown(section: Mapping[str, Any], allowed: set[str], where: str, path: Path) -> None:
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
+            f"allowed: {', '.join(sorted(allowed))}",
+            path=path,
+        )
+
+
+def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
+    section = _mapping(raw, f"'{role}'", path)
+    arch = section.get("arch")
+    archs = sorted(a for r, a in _ARCH_OPTIONS if r == role)
+    if arch not in archs:
+        raise ConfigError(f"'{role}.arch' must be one of {archs}, got {arch!r}", path=path)
+    defaults = _ARCH_OPTIONS[(role, arch)]
+    _no_unknown(section, {"arch", "weights", *defaults}, f"'{role}' ({arch})", path)
+    options: dict[str, Any] = {}
+    for key, default in defaults.items():
+        if key in section:
+            options[key] = section[key]
+        elif default is None:
+            raise ConfigError(f"'{role}' ({arch}) needs '{key}'", path=path)
+        else:
+            options[key] = default
+    weights = section.get("weights")
+    if weights is None and arch != "factory":
+        raise ConfigError(f"'{role}' needs 'weights'", path=path)
+    if weights is not None and not isinstance(weights, str):
+        raise ConfigError(f"'{role}.weights' must be a path string", path=path)
+    return ModuleSpec(
+        role=role,
+        arch=arch,
+        weights=None if weights is None else (base / weights).resolve(),
+        options=MappingProxyType(options),
+    )
+
+
+def _array_source(name: str, raw: Any, base: Path, path: Path, labeled: bool) -> ArraySource:
+    if isinstance(raw, str):
+        return ArraySource((base / raw).resolve(), "x", "y" if labeled else None)
+    section = _mapping(raw, f"'data.{name}'", path)
+    _no_unknown(section, {"path", "x", "y"} if labeled else {"path", "x"}, f"'data.{name}'", path)
+    if not isinstance(section.get("path"), str):
+        raise ConfigError(f"'data.{name}.path' must be a path string", path=path)
+    return ArraySource(
+        (base / section["path"]).resolve(),
+        str(section.get("x", "x")),
+        str(section.get("y", "y")) if labeled else None,
+    )
+
+
+def _data_spec(raw: Any, base: Path, path: Path) -> DataSpec:
+    section = _mapping(raw, "'data'", path)
+    labeled = {"downstream_train", "downstream_test"}
+    unlabeled = {"pretrain_train", "pretrain_val"}
+    _no_unknown(section, labeled | unlabeled, "'data'", path)
+    if "downstream_train" not in section:
+        raise ConfigError("'data' needs 'downstream_train'", path=path)
+    sources = {k: _array_source(k, v, base, path, k in labeled) for k, v in section.items()}
+    return DataSpec(**sources)
+
+
+def _pretext_spec(raw: Any, path: Path) -> PretextSpec:
+    section = _mapping(raw, "'pretext'", path)
+    kind = section.get("kind")
+    if kind == "ce":
+        _no_unknown(
+            section, {"kind", "image_shape", "block", "box", "seed"}, "'pretext' (ce)", path
+        )
+    elif kind == "mae":
+        _no_unknown(section, {"kind", "mask_ratio", "box", "seed"}, "'pretext' (mae)", path)
+    else:
+        raise ConfigError(f"'pretext.kind' must be 'ce' or 'mae', got {kind!r}", path=path)
+    box = _number_list(section.get("box"), 2, "pretext.box", path, float)
+    if not box[0] < box[1]:
+        raise ConfigError("'pretext.box' must be [lo, hi] with lo < hi", path=path)
+    seed = _int(section.get("seed", 0), "pretext.seed", path)
+    if kind == "ce":
+        shape = _number_list(section.get("image_shape"), 3, "pretext.image_shape", path, int)
+        block = _number_list(section.get("block"), 4, "pretext.block", path, int)
+        return PretextSpec(
+            "ce",
+            (box[0], box[1]),
+            seed,
+            image_shape=(shape[0], shape[1], shape[2]),
+            block=(block[0], block[1], block[2], block[3]),
+        )
+    ratio = section.get("mask_ratio")
+    if not isinstance(ratio, int | float) or not 0 < ratio < 1:
+        raise ConfigError("'pretext.mask_ratio' must be a number in (0, 1)", path=path)
+    return PretextSpec("mae", (box[0], box[1]), seed, mask_ratio=float(ratio))
+
+
+def _number_list(raw: Any, length: int, key: str, path: Path, kind: type) -> list[Any]:
+    if (
+        not isinstance(raw, list)
+        or len(raw) != length
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
+        or (kind is int and not all(isinstance(v, int) for v in raw))
+    ):
+        raise ConfigError(
+            f"'{key}' must be a list of {length} {kind.__name__}s, got {raw!r}", path=path
+        )
+    return [kind(v) for v in raw]
+
+
+def _int(raw: Any, key: str, path: Path) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise ConfigError(f"'{key}' must be an integer, got {raw!r}", path=path)
+    return raw
+
+
+def _bound_spec(raw: Any, path: Path) -> BoundSpec:
+    section = _mapping(raw, "'bound'", path)
+    fields = set(BoundSpec.__dataclass_fields__)
+    _no_unknown(section, fields, "'bound'", path)
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key == "delta_shares":
+            shares = _mapping(value, "'bound.delta_shares'", path)
+            _no_unknown(shares, set(DEFAULT_DELTA_SHARES), "'bound.delta_shares'", path)
+            values[key] = MappingProxyType({**DEFAULT_DELTA_SHARES, **shares})
+        elif key in ("n_draws", "seed", "batch_size"):
+            values[key] = _int(value, f"bound.{key}", path)
+        else:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"'bound.{key}' must be a number, got {value!r}", path=path)
+            values[key] = float(value)
+    return _check_bound(BoundSpec(**values), path)
+
+
+def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
+    if not 0 < bound.delta < 1:
+        raise ConfigError(f"'bound.delta' must lie in (0, 1), got {bound.delta}", path=path)
+    shares = bound.delta_shares
+    if any(not (isinstance(v, int | float) and v > 0) for v in shares.values()):
+        raise ConfigError("every 'bound.delta_shares' value must be a positive number", path=path)
+    if not math.isclose(sum(shares.values()), 1.0, rel_tol=0, abs_tol=1e-9):
+        raise ConfigError(
+            f"'bound.delta_shares' must sum to 1 (fractions of delta), got {sum(shares.values())}",
+            path=path,
+        )
+    checks = {
+        "rho0": bound.rho0 > 0,
+        "bias_const": bound.bias_const > 0,
+        "n_draws": bound.n_draws >= 1,
+        "batch_size": bound.batch_size >= 1,
+        "margin_quantile": 0 < bound.margin_quantile < 1,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"'bound.{key}' is out of range: {getattr(bound, key)!r}", path=path)
+    return bound
