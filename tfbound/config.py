@@ -143,7 +143,7 @@ class Config:
             for name in ("pretrain_train", "pretrain_val", "downstream_train", "downstream_test")
             if (src := getattr(self.data, name)) is not None
         }
-        bound = asdict(self.bound)
+        bound = {f: getattr(self.bound, f) for f in BoundSpec.__dataclass_fields__}
         bound["delta_shares"] = dict(sorted(self.bound.delta_shares.items()))
         out: dict[str, Any] = {
             "encoder": self.encoder.to_dict(base),

@@ -69,7 +69,7 @@ class MaskedAutoencoderTask:
     def masks(
         self, n: int, num_patches: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch indices ``keep`` ``(n, P - n_drop)`` and ``drop`` ``(n, n_drop)``, sorted per row."""
+        """Patch indices ``keep`` (n, P - n_drop) and ``drop`` (n, n_drop), sorted per row."""
         n_drop = self.n_drop(num_patches)
         order = torch.argsort(torch.rand(n, num_patches, generator=generator), dim=1)
         keep = order[:, n_drop:].sort(dim=1).values

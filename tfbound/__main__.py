@@ -1,0 +1,3 @@
+from tfbound.cli import main
+
+main()

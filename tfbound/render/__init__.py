@@ -1,0 +1,1 @@
+"""Renderers: a report in, text or rich renderables out. Nothing here computes a bound."""
