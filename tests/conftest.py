@@ -24,7 +24,7 @@ def write_pipeline(
     with_pretext: bool = True,
     bound: dict[str, Any] | None = None,
 ) -> Path:
-    """An MLP encoder (16 -> 12 -> 8), a head fitted by a few steps, CE pretext data; the yaml path."""
+    """MLP encoder 16 -> 12 -> 8, a head fitted by a few steps, CE pretext data; the yaml path."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     encoder = MLPEncoder(16, [12], 8)

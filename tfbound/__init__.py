@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def estimate(config: Any, **kwargs: Any) -> Report:
     """Estimate the itemised bound for a config (a ``Config``, a YAML path, or a folder)."""
-    from tfbound.estimate import estimate as _estimate
+    from tfbound.pipeline import estimate as _estimate
 
     return _estimate(config, **kwargs)
 

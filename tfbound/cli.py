@@ -23,7 +23,7 @@ from tfbound.errors import EXIT_BAD_INPUT, TfboundError
 
 app = typer.Typer(
     name="tfbound",
-    help="Certified, itemised generalization bounds for pre-trained encoders with fine-tuned heads.",
+    help="Certified, itemised generalization bounds for pre-trained encoders and fine-tuned heads.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -169,7 +169,7 @@ def estimate(
 ) -> None:
     """Load the encoder, head and data of CONFIG and print the bound term by term."""
     from tfbound.config import load_config
-    from tfbound.estimate import estimate as run_estimate
+    from tfbound.pipeline import estimate as run_estimate
     from tfbound.render.markdown import report_markdown
     from tfbound.render.table import report_table
 

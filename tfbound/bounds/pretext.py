@@ -43,7 +43,8 @@ def pretext_terms(
             value=val_mean,
             status=Status.ESTIMATED,
             quantity="pretext_population_risk",
-            formula="(1/N_val) sum_val (1/D) ||clip(g(h(x~))) - t||^2 +- (hi-lo)^2 sqrt(log(2/delta_val)/(2 N_val))",
+            formula="(1/N_val) sum_val (1/D) ||clip(g(h(x~))) - t||^2 "
+            "+- (hi-lo)^2 sqrt(log(2/delta_val)/(2 N_val))",
             source=HOEFFDING_SOURCE,
             interval=(max(0.0, val_mean - width), min((hi - lo) ** 2, val_mean + width)),
             confidence=1.0 - delta_val,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,7 +292,8 @@ def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None
         head_norm, factor = None, 0.0
         warnings.append(
             f"no certified bound: an MLP head with activation {getattr(head, 'activation', '?')!r} "
-            "needs the three-way grid of bound-spec section 2; only linear and ReLU heads are certified"
+            "needs the three-way grid of bound-spec section 2; only linear and ReLU heads are "
+            "certified"
         )
 
     terms: list[Term] = []
@@ -469,4 +469,4 @@ def _trivial_bound(deltas: dict[str, float]) -> Term:
     )
 
 
-__all__ = ["ProgressFn", "estimate", "math"]
+__all__ = ["ProgressFn", "estimate"]
