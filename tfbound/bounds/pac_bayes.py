@@ -65,9 +65,8 @@ DEFAULT_TAU_GRID: tuple[float, ...] = tuple(0.25 * k for k in range(13))
 
 _MU_GRID_POINTS = 161
 _MU_GRID_LOW = 1e-2
-_GOLDEN_STEPS = 48
-_REFINE_CELLS = 16
-_VEC_BISECT_STEPS = 64
+_GOLDEN_STEPS = 36
+_VEC_BISECT_STEPS = 56
 _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -167,23 +166,28 @@ def kl_isotropic(mu: float, beta: float, cos: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _kl_vec(q: np.ndarray, p: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        a = np.where(q > 0, q * np.log(q / p), 0.0)
-        b = np.where(q < 1, (1 - q) * np.log((1 - q) / (1 - p)), 0.0)
-    return np.asarray(a + b, dtype=np.float64)
+def _xlogx(v: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, v * np.log(np.where(v > 0, v, 1.0)), 0.0)
 
 
 def kl_inv_vec(q: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Vectorised ``kl_inv`` (upper end of a 64-step bisection bracket); used for the search."""
+    """Vectorised ``kl_inv`` (upper end of a bisection bracket); used for the search only.
+
+    The bracket starts at ``[q, min(1, q + sqrt(c/2))]`` (Pinsker: ``kl(q||p) >= 2 (p - q)^2``),
+    and ``kl(q||p) = q log q + (1-q) log(1-q) - q log p - (1-q) log(1-p)``.
+    """
     q, c = np.broadcast_arrays(np.asarray(q, dtype=np.float64), np.asarray(c, dtype=np.float64))
+    neg_entropy = _xlogx(q) + _xlogx(1.0 - q)
     lo = q.copy()
-    hi = np.ones_like(q)
-    for _ in range(_VEC_BISECT_STEPS):
-        mid = 0.5 * (lo + hi)
-        ok = _kl_vec(q, mid) <= c
-        lo = np.where(ok, mid, lo)
-        hi = np.where(ok, hi, mid)
+    hi = np.minimum(1.0, q + np.sqrt(np.maximum(c, 0.0) / 2.0))
+    with np.errstate(divide="ignore", invalid="ignore"):  # q = 0 at p = 0, q = 1 at p = 1
+        for _ in range(_VEC_BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            kl = neg_entropy - q * np.log(mid) - (1.0 - q) * np.log1p(-mid)
+            ok = kl <= c
+            lo = np.where(ok, mid, lo)
+            hi = np.where(ok, hi, mid)
     return np.where(q >= 1.0, 1.0, hi)
 
 
@@ -275,43 +279,44 @@ def pac_bayes_from_margins(
     phi_taus = np.array([_phi_scalar(float(t)) for t in taus])
     gamma_t = torch.as_tensor(g.reshape(1, -1))
 
-    # Cells (lambda, beta, tau) on axes 0, 1, 2; mu on axis 3.
+    # e_hat depends on (tau, mu) only and the KL on (lambda, beta, mu) only, so for each
+    # (lambda, mu) the best beta is the grid value with the smallest KL: the search runs over
+    # cells (lambda, tau) and a continuous mu, with beta(lambda, mu) = argmin_beta KL.
+    def best_beta(mu: np.ndarray, cos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kl = np.maximum(
+            0.0,
+            (mu[..., None] ** 2 + betas**2 - 2.0 * mu[..., None] * betas * cos[..., None]) / 2.0,
+        )
+        k = np.argmin(kl, axis=-1)
+        return k, np.take_along_axis(kl, k[..., None], axis=-1)[..., 0]
+
     mu_high = 4.0 * max(float(betas.max()), math.sqrt(n2), 1.0)
     mu_grid = np.geomspace(_MU_GRID_LOW, mu_high, _MU_GRID_POINTS)
     tau_b, mu_b = np.broadcast_arrays(taus[:, None], mu_grid[None, :])
     e_grid = _gibbs_losses(gamma_t, tau_b, mu_b)  # (T, G)
-    cos_b = cosines[:, None, None, None]
-    beta_b = betas[None, :, None, None]
-    mu_4 = mu_grid[None, None, None, :]
-    kl_grid = np.maximum(0.0, (mu_4**2 + beta_b**2 - 2.0 * mu_4 * beta_b * cos_b) / 2.0)
-    val_grid = kl_inv_vec(e_grid[None, None, :, :], (kl_grid + log_term) / n2)
-    shape = (len(lams), betas.shape[0], taus.shape[0])
-    best_idx = np.argmin(val_grid, axis=3)
-    best_val = np.take_along_axis(val_grid, best_idx[..., None], axis=3)[..., 0]
+    _, kl_grid = best_beta(
+        np.broadcast_to(mu_grid, (len(lams), _MU_GRID_POINTS)),
+        np.broadcast_to(cosines[:, None], (len(lams), _MU_GRID_POINTS)),
+    )  # (L, G)
+    val_grid = kl_inv_vec(e_grid[None, :, :], (kl_grid[:, None, :] + log_term) / n2)  # (L, T, G)
+    best_idx = np.argmin(val_grid, axis=2)
+    best_val = np.take_along_axis(val_grid, best_idx[..., None], axis=2)[..., 0]
     best_mu = mu_grid[best_idx]
 
-    # Golden-section refinement of log(mu) between the grid neighbours, in the cells that lead
-    # for either bound (any mu is valid, so refining fewer cells only leaves a grid value).
-    phi_b = phi_taus[None, None, :]
-    zero_tau = int(np.flatnonzero(taus == 0.0)[0])
-    det_rank = np.argsort(np.minimum(1.0, best_val / phi_b), axis=None, kind="stable")
-    gibbs_rank = np.argsort(best_val[:, :, zero_tau], axis=None, kind="stable")
-    gibbs_flat = np.ravel_multi_index(
-        (*np.unravel_index(gibbs_rank, best_val.shape[:2]), np.full(gibbs_rank.shape, zero_tau)),
-        shape,
-    )
-    chosen = np.unique(np.concatenate([det_rank[:_REFINE_CELLS], gibbs_flat[:_REFINE_CELLS]]))
-    cj, ck, ct = np.unravel_index(chosen, shape)
-    c_cos, c_beta, c_tau = cosines[cj], betas[ck], taus[ct]
+    # Golden-section refinement of log(mu) between the grid neighbours in every (lambda, tau)
+    # cell; the objective is continuous (a minimum over beta of continuous functions) and any
+    # mu is valid, so the refined value is kept only where it improves on the grid.
+    cj, ct = (a.ravel() for a in np.indices(best_val.shape))
+    c_cos, c_tau = cosines[cj], taus[ct]
 
     def objective(log_mu: np.ndarray) -> np.ndarray:
         mu = np.exp(log_mu)
         e = _gibbs_losses(gamma_t, c_tau, mu)
-        kl = np.maximum(0.0, (mu**2 + c_beta**2 - 2.0 * mu * c_beta * c_cos) / 2.0)
+        _, kl = best_beta(mu, c_cos)
         return kl_inv_vec(e, (kl + log_term) / n2)
 
     log_grid = np.log(mu_grid)
-    idx = best_idx[cj, ck, ct]
+    idx = best_idx[cj, ct]
     a = log_grid[np.maximum(idx - 1, 0)]
     b = log_grid[np.minimum(idx + 1, _MU_GRID_POINTS - 1)]
     xc = b - _INV_PHI * (b - a)
@@ -330,14 +335,14 @@ def pac_bayes_from_margins(
             np.where(left, fc, f_new),
         )
     for x_cand, f_cand in ((xc, fc), (xd, fd)):
-        better = f_cand < best_val[cj, ck, ct]
-        best_val[cj[better], ck[better], ct[better]] = f_cand[better]
-        best_mu[cj[better], ck[better], ct[better]] = np.exp(x_cand[better])
+        better = f_cand < best_val[cj, ct]
+        best_val[cj[better], ct[better]] = f_cand[better]
+        best_mu[cj[better], ct[better]] = np.exp(x_cand[better])
 
-    def make_cell(index: tuple[int, int, int], quantity: str) -> PacBayesCell:
-        j, k, t = index
-        mu = float(best_mu[index])
-        beta, tau, cos = float(betas[k]), float(taus[t]), float(cosines[j])
+    def make_cell(j: int, t: int, quantity: str) -> PacBayesCell:
+        mu = float(best_mu[j, t])
+        k, _ = best_beta(np.array(mu), np.array(cosines[j]))
+        beta, tau, cos = float(betas[int(k)]), float(taus[t]), float(cosines[j])
         e_hat = float(np.mean(std_normal_cdf(tau - mu * g)))
         kl = kl_isotropic(mu, beta, cos)
         rhs = (kl + log_term) / n2
@@ -361,12 +366,11 @@ def pac_bayes_from_margins(
             quantity=quantity,
         )
 
-    gibbs_vals = best_val[:, :, zero_tau]
-    jg, kg = np.unravel_index(int(np.argmin(gibbs_vals)), gibbs_vals.shape)
-    gibbs = make_cell((int(jg), int(kg), zero_tau), "gibbs_test_error")
-    det_vals = np.minimum(1.0, best_val / phi_taus[None, None, :])
-    jd, kd, td = np.unravel_index(int(np.argmin(det_vals)), det_vals.shape)
-    deterministic = make_cell((int(jd), int(kd), int(td)), "downstream_test_error")
+    zero_tau = int(np.flatnonzero(taus == 0.0)[0])
+    gibbs = make_cell(int(np.argmin(best_val[:, zero_tau])), zero_tau, "gibbs_test_error")
+    det_vals = np.minimum(1.0, best_val / phi_taus[None, :])
+    jd, td = np.unravel_index(int(np.argmin(det_vals)), det_vals.shape)
+    deterministic = make_cell(int(jd), int(td), "downstream_test_error")
     return gibbs, deterministic
 
 
