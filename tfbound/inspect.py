@@ -1,0 +1,550 @@
+"""Per-layer norms of a checkpoint or module: the library behind ``tfbound inspect``.
+
+``inspect_state_dict`` (tensors in memory, no architecture), ``inspect_module`` (an
+``nn.Module``: conv geometry, heads and BatchNorm folding known), ``inspect_safetensors``
+(streamed tensor by tensor from a ``.safetensors`` file, a sharded ``*.index.json`` or a folder),
+``inspect_torch_state_dict`` (a weights-only ``.pt``) and ``inspect_checkpoint`` (by file type).
+
+Every parameter is either in a row (``layers``, ``heads``) or in ``skipped`` with its reason.
+Nothing here prints; ``tfbound.render.inspect_render`` formats an ``InspectResult``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pickle
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from tfbound.adapters import (
+    CONV,
+    LINEAR,
+    ComputeOptions,
+    HeadRow,
+    LayerRow,
+    Plan,
+    Skipped,
+    TensorInfo,
+    batchnorm_inputs,
+    compute_attention,
+    compute_layer,
+    describe_modules,
+    dtype_name,
+    plan_tensors,
+)
+from tfbound.errors import CheckpointError, InputError, UsageError
+from tfbound.measures.norms import NormValue, SpectralMode, weakest_status
+
+PathLike = str | os.PathLike[str]
+TensorsIn = Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]
+ReferenceIn = Mapping[str, torch.Tensor] | PathLike | nn.Module | None
+
+SPECTRAL_MODES = ("exact", "estimate")
+_HEADS_KEYS = ("num_attention_heads", "num_heads", "n_head", "n_heads", "encoder_attention_heads")
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+@dataclass(frozen=True)
+class InspectTotals:
+    """Totals over the rows. ``spectral_norm_product`` multiplies the linear and conv rows only
+    (a Lipschitz constant only for a plain chain of them); its status is the weakest of theirs."""
+
+    n_tensors: int
+    n_params: int  # floating-point parameters in the checkpoint
+    n_params_analysed: int  # of those, read by some row
+    n_params_skipped: int
+    n_layers: int
+    n_head_rows: int
+    frobenius_norm_sq_total: float  # sum over layer rows of frobenius_norm^2
+    spectral_norm_product: NormValue | None
+    spectral_norm_product_factors: int
+    distance_to_reference_sq_total: float | None  # sum over layer rows of distance^2
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    """Rows of norms, per-head attention rows, skipped parameters, notes and totals."""
+
+    source: str
+    reference: str | None
+    spectral: str
+    layers: tuple[LayerRow, ...]
+    heads: tuple[HeadRow, ...]
+    skipped: tuple[Skipped, ...]
+    notes: tuple[str, ...]
+    totals: InspectTotals
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor sources: where tensors come from, one at a time
+
+
+class TensorSource(Protocol):
+    description: str
+
+    def infos(self) -> list[TensorInfo]: ...
+
+    def get(self, name: str) -> torch.Tensor: ...
+
+    def has(self, name: str) -> bool: ...
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+class _MappingSource:
+    def __init__(self, tensors: Mapping[str, torch.Tensor], description: str) -> None:
+        for name, t in tensors.items():
+            if not isinstance(t, torch.Tensor):
+                raise InputError(f"{name} is a {type(t).__name__}, not a tensor")
+        self._tensors = tensors
+        self.description = description
+
+    def infos(self) -> list[TensorInfo]:
+        return [
+            TensorInfo(name, tuple(int(s) for s in t.shape), dtype_name(t.dtype))
+            for name, t in self._tensors.items()
+        ]
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._tensors[name].detach()
+
+    def has(self, name: str) -> bool:
+        return name in self._tensors
+
+
+class _SafetensorsSource:
+    """Tensors of one or several ``.safetensors`` files, read one at a time (memory-mapped)."""
+
+    def __init__(self, files: Mapping[str, Path], description: str, stack: contextlib.ExitStack):
+        from safetensors import safe_open
+
+        self.description = description
+        self._where: dict[str, Path] = {}
+        self._handles: dict[Path, object] = {}
+        self._infos: list[TensorInfo] = []
+        for path in dict.fromkeys(files.values()):
+            if not path.is_file():
+                raise CheckpointError("shard listed in the index does not exist", path=path)
+            try:
+                handle = stack.enter_context(safe_open(str(path), framework="pt"))
+                names = list(handle.keys())
+                shapes = [
+                    (n, tuple(handle.get_slice(n).get_shape()), handle.get_slice(n).get_dtype())
+                    for n in names
+                ]
+            except Exception as exc:  # safetensors raises its own error types
+                raise CheckpointError(
+                    f"not a readable safetensors file ({exc})", path=path
+                ) from exc
+            self._handles[path] = handle
+            for name, shape, dtype in shapes:
+                if "*" not in files and files.get(name) != path:
+                    continue  # an index decides which shard holds a tensor
+                self._where[name] = path
+                info = TensorInfo(name, tuple(int(s) for s in shape), dtype_name(dtype))
+                self._infos.append(info)
+        missing = [n for n in files if n != "*" and n not in self._where]
+        if missing:
+            raise CheckpointError(f"the index lists tensors not in their shards: {missing[:5]}")
+        self._infos.sort(key=lambda t: _natural_key(t.name))
+
+    def infos(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def get(self, name: str) -> torch.Tensor:
+        handle = self._handles[self._where[name]]
+        try:
+            return handle.get_tensor(name)  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot read tensor {name} ({exc})", path=self._where[name]
+            ) from exc
+
+    def has(self, name: str) -> bool:
+        return name in self._where
+
+
+def _safetensors_files(path: Path) -> tuple[dict[str, Path], Path]:
+    """``{tensor name or '*': file}`` and the folder holding them, for a file, index or folder."""
+    if path.is_dir():
+        for candidate in ("model.safetensors.index.json", "model.safetensors"):
+            if (path / candidate).is_file():
+                return _safetensors_files(path / candidate)
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) == 1:
+            return {"*": found[0]}, path
+        raise CheckpointError(
+            "no model.safetensors(.index.json) and not exactly one *.safetensors file", path=path
+        )
+    if not path.is_file():
+        raise CheckpointError("no such file", path=path)
+    if path.name.endswith(".json"):
+        try:
+            index = json.loads(path.read_text())
+            weight_map = index["weight_map"]
+            files = {str(k): path.parent / str(v) for k, v in weight_map.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"not a safetensors index (needs a 'weight_map'): {exc}", path=path
+            ) from exc
+        return files, path.parent
+    return {"*": path}, path.parent
+
+
+def _heads_from_config(folder: Path) -> int | None:
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key in _HEADS_KEYS:
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError("no such file", path=path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"not a weights-only state dict (refusing to unpickle code): {exc}", path=path
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(f"cannot read as a torch state dict ({exc})", path=path) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(
+            "does not hold a state dict (a mapping of names to tensors)", path=path
+        )
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"entries that are not tensors: {bad[:5]}", path=path)
+    return {str(k): v for k, v in obj.items()}
+
+
+@contextlib.contextmanager
+def _open_reference(reference: ReferenceIn) -> Iterator[TensorSource | None]:
+    if reference is None:
+        yield None
+    elif isinstance(reference, nn.Module):
+        yield _MappingSource(reference.state_dict(), f"module {type(reference).__name__}")
+    elif isinstance(reference, str | os.PathLike):
+        path = Path(reference)
+        if path.suffix in _TORCH_SUFFIXES:
+            yield _MappingSource(_load_torch_state_dict(path), str(path))
+        else:
+            with contextlib.ExitStack() as stack:
+                files, _ = _safetensors_files(path)
+                yield _SafetensorsSource(files, str(path), stack)
+    elif isinstance(reference, Mapping):
+        yield _MappingSource(reference, "reference state dict")
+    else:
+        raise InputError(f"reference must be a mapping, a path or a module, not {type(reference)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The computation
+
+
+def _check_options(spectral: str) -> None:
+    if spectral not in SPECTRAL_MODES:
+        raise UsageError(f"spectral must be one of {SPECTRAL_MODES}, not {spectral!r}")
+
+
+def _strict_check(plan: Plan) -> None:
+    problems = [f"{s.name}: {s.reason}" for s in plan.skipped]
+    problems += [n for n in plan.notes if "per-head norms not computed" in n]
+    if problems:
+        listed = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+        raise InputError(f"strict: {len(problems)} item(s) not analysed: {listed}")
+
+
+def _totals(
+    infos: list[TensorInfo], plan: Plan, rows: list[LayerRow], heads: list[HeadRow], has_ref: bool
+) -> InspectTotals:
+    numel = {t.name: t.numel for t in infos if t.is_floating}
+    claimed = {p for lp in plan.layers for p in lp.params} | {
+        p for ap in plan.attention for p in ap.params
+    }
+    factors = [r.spectral_norm for r in rows if r.kind in (LINEAR, CONV) and r.spectral_norm]
+    product = None
+    if factors:
+        value = math.prod(f.value for f in factors)
+        status = weakest_status(*(f.status for f in factors))
+        product = NormValue(value, status, f"product over {len(factors)} linear/conv rows")
+    dist_sq = None
+    if has_ref:
+        dist_sq = sum(r.distance_to_reference.value**2 for r in rows if r.distance_to_reference)
+    return InspectTotals(
+        n_tensors=len(infos),
+        n_params=sum(numel.values()),
+        n_params_analysed=sum(numel.get(p, 0) for p in claimed),
+        n_params_skipped=sum(numel.get(s.name, 0) for s in plan.skipped),
+        n_layers=len(rows),
+        n_head_rows=len(heads),
+        frobenius_norm_sq_total=sum(r.frobenius_norm.value**2 for r in rows if r.frobenius_norm),
+        spectral_norm_product=product,
+        spectral_norm_product_factors=len(factors),
+        distance_to_reference_sq_total=dist_sq,
+    )
+
+
+class _UnitCache:
+    """The tensors of one work unit, each read at most once; dropped with the unit."""
+
+    def __init__(self, source: TensorSource, reference: TensorSource | None) -> None:
+        self._source, self._reference = source, reference
+        self._loaded: dict[str, torch.Tensor] = {}
+        self._ref_loaded: dict[str, torch.Tensor | None] = {}
+
+    def fetch(self, name: str) -> torch.Tensor:
+        if name not in self._loaded:
+            self._loaded[name] = self._source.get(name)
+        return self._loaded[name]
+
+    def fetch_reference(self, name: str) -> torch.Tensor | None:
+        ref = self._reference
+        if name not in self._ref_loaded:
+            self._ref_loaded[name] = ref.get(name) if ref is not None and ref.has(name) else None
+        return self._ref_loaded[name]
+
+
+def _run(
+    source: TensorSource,
+    plan: Plan,
+    reference: TensorSource | None,
+    options: ComputeOptions,
+    strict: bool,
+    extra_notes: Iterable[str] = (),
+) -> InspectResult:
+    if strict:
+        _strict_check(plan)
+    infos = source.infos()
+    rows: dict[str, LayerRow] = {}
+    head_rows: list[HeadRow] = []
+    for unit in plan.units():
+        cache = _UnitCache(source, reference)
+        fetch_ref = cache.fetch_reference if reference is not None else None
+        for lp in unit.layers:
+            rows[lp.name] = compute_layer(lp, cache.fetch, fetch_ref, options)
+        for ap in unit.attention:
+            head_rows.extend(compute_attention(ap, cache.fetch))
+        del cache, fetch_ref  # release the unit's tensors before the next unit is read
+    ordered = [rows[lp.name] for lp in plan.layers]
+    notes = (*plan.notes, *extra_notes)
+    return InspectResult(
+        source=source.description,
+        reference=None if reference is None else reference.description,
+        spectral=options.spectral,
+        layers=tuple(ordered),
+        heads=tuple(head_rows),
+        skipped=plan.skipped,
+        notes=tuple(notes),
+        totals=_totals(infos, plan, ordered, head_rows, reference is not None),
+    )
+
+
+def _as_mapping(tensors: TensorsIn) -> Mapping[str, torch.Tensor]:
+    if isinstance(tensors, Mapping):
+        return tensors
+    out: dict[str, torch.Tensor] = {}
+    for item in tensors:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise InputError("tensors must be a mapping or an iterable of (name, tensor) pairs")
+        if item[0] in out:
+            raise InputError(f"tensor {item[0]} appears twice")
+        out[item[0]] = item[1]
+    return out
+
+
+def inspect_state_dict(
+    tensors: TensorsIn,
+    *,
+    reference: ReferenceIn = None,
+    heads: int | None = None,
+    strict: bool = False,
+    spectral: SpectralMode = "exact",
+    source: str = "state dict",
+) -> InspectResult:
+    """Norms of every layer of a bare state dict (names and shapes only, no architecture).
+
+    ``reference``: a state dict, path or module of the same layers (distance columns).
+    ``heads``: the number of attention heads. ``strict``: raise ``InputError`` if any parameter
+    is skipped. ``spectral``: ``"exact"`` (certified) or ``"estimate"`` (power iteration).
+    Conv rows are reshaped-kernel proxies here (the geometry is unknown) and BatchNorms are
+    skipped with a reason (what feeds them is unknown): use ``inspect_module`` for both.
+    """
+    _check_options(spectral)
+    src = _MappingSource(_as_mapping(tensors), source)
+    plan = plan_tensors(src.infos(), heads=heads)
+    with _open_reference(reference) as ref:
+        return _run(src, plan, ref, ComputeOptions(spectral=spectral), strict)
+
+
+def _record_input_sizes(
+    model: nn.Module, example_input: object
+) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Spatial input size of every conv, from one eval-mode forward pass; the model is restored."""
+    sizes: dict[str, set[tuple[int, ...]]] = {}
+    hooks = []
+    modes = {name: m.training for name, m in model.named_modules()}
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[object, ...]], None]:
+        def record(module: nn.Module, args: tuple[object, ...]) -> None:
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor):
+                n_spatial = module.weight.ndim - 2  # type: ignore[operator]
+                sizes.setdefault(name, set()).add(tuple(int(s) for s in x.shape[-n_spatial:]))
+
+        return record
+
+    try:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+                hooks.append(module.register_forward_pre_hook(hook(name)))
+        model.eval()
+        with torch.no_grad():
+            if isinstance(example_input, tuple):
+                model(*example_input)
+            elif isinstance(example_input, Mapping):
+                model(**example_input)
+            else:
+                model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+        for name, m in model.named_modules():
+            m.training = modes.get(name, m.training)
+    out: dict[str, tuple[int, ...]] = {}
+    notes: list[str] = []
+    for name, seen in sizes.items():
+        if len(seen) == 1:
+            out[name] = next(iter(seen))
+        else:
+            notes.append(f"{name}: called at several input sizes {sorted(seen)}; no operator norm")
+    return out, notes
+
+
+def inspect_module(
+    module: nn.Module,
+    *,
+    reference: ReferenceIn = None,
+    heads: int | None = None,
+    strict: bool = False,
+    spectral: SpectralMode = "exact",
+    example_input: object = None,
+    input_sizes: Mapping[str, tuple[int, ...]] | None = None,
+) -> InspectResult:
+    """Norms of every layer of a module, with what the module says that names cannot.
+
+    Module handlers give each layer's kind, conv geometry, heads and BatchNorm eps; BatchNorms
+    fed by a single conv/linear (``torch.fx`` graph, else ``nn.Sequential`` order) are folded
+    into it. ``example_input`` (run once in eval mode under ``no_grad``; the module's modes are
+    restored and hooks removed) or ``input_sizes`` (``{conv name: spatial size}``) give conv
+    rows their operator norms. The module itself is never changed.
+    """
+    _check_options(spectral)
+    state = module.state_dict()
+    src = _MappingSource(state, f"module {type(module).__name__}")
+    sizes: dict[str, tuple[int, ...]] = {}
+    notes: list[str] = []
+    if example_input is not None:
+        sizes, notes = _record_input_sizes(module, example_input)
+    sizes.update({k: tuple(v) for k, v in (input_sizes or {}).items()})
+    plan = plan_tensors(
+        src.infos(),
+        modules=describe_modules(module),
+        bn_inputs=batchnorm_inputs(module),
+        heads=heads,
+    )
+    with _open_reference(reference) as ref:
+        options = ComputeOptions(spectral=spectral, input_sizes=sizes)
+        return _run(src, plan, ref, options, strict, notes)
+
+
+def inspect_safetensors(
+    path: PathLike,
+    *,
+    reference: ReferenceIn = None,
+    heads: int | None = None,
+    strict: bool = False,
+    spectral: SpectralMode = "exact",
+) -> InspectResult:
+    """Norms of a ``.safetensors`` checkpoint, streamed: one layer's tensors in memory at a time.
+
+    ``path``: a ``.safetensors`` file, a sharded ``model.safetensors.index.json``, or a folder
+    holding either. ``heads`` defaults to ``num_attention_heads`` (or ``num_heads``, ``n_head``)
+    of a ``config.json`` beside the checkpoint. Raises ``CheckpointError`` for missing or
+    unreadable files.
+    """
+    _check_options(spectral)
+    files, folder = _safetensors_files(Path(path))
+    notes: list[str] = []
+    heads_source = "argument"
+    if heads is None:
+        heads = _heads_from_config(folder)
+        if heads is not None:
+            heads_source = "config.json"
+            notes.append(f"heads={heads} from {folder / 'config.json'}")
+    with contextlib.ExitStack() as stack:
+        src = _SafetensorsSource(files, str(path), stack)
+        plan = plan_tensors(src.infos(), heads=heads, heads_source=heads_source)
+        with _open_reference(reference) as ref:
+            return _run(src, plan, ref, ComputeOptions(spectral=spectral), strict, notes)
+
+
+def inspect_torch_state_dict(
+    path: PathLike,
+    *,
+    reference: ReferenceIn = None,
+    heads: int | None = None,
+    strict: bool = False,
+    spectral: SpectralMode = "exact",
+) -> InspectResult:
+    """Norms of a weights-only ``.pt`` state dict (``torch.load(..., weights_only=True)``: no
+    code is ever unpickled; a ``{'state_dict': ...}`` or ``{'model': ...}`` wrapper is opened)."""
+    state = _load_torch_state_dict(Path(path))
+    return inspect_state_dict(
+        state, reference=reference, heads=heads, strict=strict, spectral=spectral, source=str(path)
+    )
+
+
+def inspect_checkpoint(
+    path: PathLike,
+    *,
+    reference: ReferenceIn = None,
+    heads: int | None = None,
+    strict: bool = False,
+    spectral: SpectralMode = "exact",
+) -> InspectResult:
+    """``inspect_torch_state_dict`` for ``.pt/.pth/.bin/.ckpt``, else ``inspect_safetensors``."""
+    p = Path(path)
+    if p.suffix in _TORCH_SUFFIXES:
+        return inspect_torch_state_dict(
+            p, reference=reference, heads=heads, strict=strict, spectral=spectral
+        )
+    return inspect_safetensors(
+        p, reference=reference, heads=heads, strict=strict, spectral=spectral
+    )
