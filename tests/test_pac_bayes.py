@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import math
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tfbound.bounds.pac_bayes import (
 from tfbound.bounds.split import augment_features, fit_prior_probe, split_indices
 from tfbound.errors import DataError
 from tfbound.measures.binomial import clopper_pearson_lower, kl_inv, xi
+from tfbound.models.heads import MLPHead
 
 
 @contextlib.contextmanager
@@ -376,3 +378,85 @@ def test_random_label_control_pac_bayes() -> None:
             leaky += leaky_deterministic_bound(z, y, theta_hat, split_seed=run) < 0.5
     assert correct <= RL_MAX_VIOLATIONS, f"correct pipeline: {correct}/{RL_RUNS} below 1/2"
     assert leaky >= RL_RUNS // 2, f"leaky pipeline: only {leaky}/{RL_RUNS} below 1/2"
+
+
+# ------------------------------------------------------------ MLP heads: sampled Gibbs bound
+
+
+def _fit_mlp(init: MLPHead, z: np.ndarray, y: np.ndarray, steps: int = 200) -> MLPHead:
+    head = copy.deepcopy(init)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    zt, yt = torch.tensor(z, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.softplus(-yt * head(zt)).mean().backward()
+        opt.step()
+    return head
+
+
+def test_mlp_gibbs_bound_recomputes_and_is_valid() -> None:
+    z, y = gaussian_task(800, 5, seed=11)
+    idx1, idx2 = split_indices(800, seed=0)
+    torch.manual_seed(0)
+    init = MLPHead(5, 8)  # the data-free prior mean: a seed and the configuration only
+    head = _fit_mlp(init, z, y)
+    prior_s1 = _fit_mlp(init, z[idx1], y[idx1])  # an S1 fit started from the same init
+    head.train()
+    res = pb.pac_bayes_mlp_gibbs(
+        head, [init, prior_s1], z[idx2], y[idx2],
+        sigma_grid=(0.03, 0.1, 0.3), n_samples=400, delta_pb=0.025, delta_s=0.025, seed=3,
+    )  # fmt: skip
+    assert head.training  # the mode is restored
+    assert res.quantity == "gibbs_test_error" and len(res.cells) == 6
+    flat = torch.nn.utils.parameters_to_vector(head.parameters()).detach().double()
+    assert res.log_term == pytest.approx(math.log(xi(160) * 6 / 0.025))
+    assert res.sampling_term == pytest.approx(math.log(3 / 0.025) / 400)
+    for cell in res.cells:
+        prior = [init, prior_s1][cell.prior_index]
+        flat_0 = torch.nn.utils.parameters_to_vector(prior.parameters()).detach().double()
+        dist2 = float(torch.sum((flat - flat_0) ** 2))
+        assert cell.kl == pytest.approx(dist2 / (2 * cell.sigma**2), rel=1e-9)
+        assert cell.sampled_upper == kl_inv(cell.sampled_error, res.sampling_term)
+        assert cell.rhs == pytest.approx((cell.kl + res.log_term) / 160)
+        assert cell.bound == kl_inv(cell.sampled_upper, cell.rhs)
+    assert res.gibbs_bound == min(c.bound for c in res.cells) < 1.0
+    # The S1 prior is closer to the head than the initialisation.
+    assert res.cells[3].kl < res.cells[0].kl
+    # Validity: the stochastic head's error on a large test set, sampled independently.
+    z_test, y_test = gaussian_task(5000, 5, seed=12)
+    best = res.best
+    gen = torch.Generator().manual_seed(99)
+    zt, yt = torch.tensor(z_test, dtype=torch.float32), torch.tensor(y_test)
+    errs = []
+    probe = copy.deepcopy(head)
+    with torch.no_grad():
+        for _ in range(100):
+            noise = torch.randn(flat.numel(), generator=gen, dtype=torch.float64)
+            torch.nn.utils.vector_to_parameters(
+                (flat + best.sigma * noise).float(), probe.parameters()
+            )
+            errs.append(float(np.mean((yt * probe(zt).double() <= 0).numpy())))
+    assert float(np.mean(errs)) <= res.gibbs_bound
+
+
+def test_mlp_gibbs_small_noise_recovers_the_deterministic_error() -> None:
+    z, y = gaussian_task(300, 4, seed=13)
+    torch.manual_seed(1)
+    init = MLPHead(4, 6)
+    head = _fit_mlp(init, z, y, steps=100)
+    res = pb.pac_bayes_mlp_gibbs(
+        head, [init], z[200:], y[200:],
+        sigma_grid=(1e-9,), n_samples=5, delta_pb=0.05, delta_s=0.05, seed=0,
+    )  # fmt: skip
+    with torch.no_grad():
+        scores = head(torch.tensor(z[200:], dtype=torch.float64).float()).double().numpy()
+    assert res.cells[0].sampled_error == pytest.approx(float(np.mean(y[200:] * scores <= 0)))
+    with pytest.raises(ValueError, match="architecture"):
+        pb.pac_bayes_mlp_gibbs(
+            head, [MLPHead(4, 7)], z, y,
+            sigma_grid=(0.1,), n_samples=5, delta_pb=0.05, delta_s=0.05, seed=0,
+        )  # fmt: skip
+    with pytest.raises(ValueError):
+        pb.pac_bayes_mlp_gibbs(
+            head, [init], z, y, sigma_grid=(0.0,), n_samples=5, delta_pb=0.05, delta_s=0.05, seed=0
+        )
