@@ -16,10 +16,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tfbound import __version__
-from tfbound.errors import EXIT_BAD_INPUT, TfboundError
+from tfbound.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, TfboundError, UsageError
 
 app = typer.Typer(
     name="tfbound",
@@ -53,15 +54,17 @@ def handle_errors(fn: F) -> F:
         except TfboundError as exc:
             if _state["debug"]:
                 raise
-            _stderr().print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+            # escape: messages name things like "tfbound[plot]" or "[tool.tfbound.gates]"
+            _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except (MemoryError, KeyboardInterrupt):
+        except (MemoryError, KeyboardInterrupt, typer.Exit):  # typer.Exit: a chosen exit code
             raise
         except Exception as exc:  # an unexpected failure: still one line, distinct code
             if _state["debug"]:
                 raise
             _stderr().print(
-                f"[red]internal error:[/red] {type(exc).__name__}: {exc} (rerun with --debug)",
+                f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} "
+                "(rerun with --debug)",
                 markup=True,
                 soft_wrap=True,
             )
@@ -141,6 +144,123 @@ JsonOpt = Annotated[
 MarkdownOpt = Annotated[
     Path | None, typer.Option("--markdown", help="Also write a markdown summary to this file.")
 ]
+GatesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--gates",
+        help="Gates from this YAML file ('gates:' mapping) or pyproject.toml "
+        "([tool.tfbound.gates]) instead of the config's.",
+        show_default=False,
+    ),
+]
+BaselineOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--baseline",
+        help="A baseline report (JSON) for gates such as '<= +10%'.",
+        show_default=False,
+    ),
+]
+JunitOpt = Annotated[
+    Path | None,
+    typer.Option("--junit", help="Also write the gate verdicts as JUnit XML.", show_default=False),
+]
+
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+
+def append_step_summary(markdown: str) -> None:
+    """Append to ``$GITHUB_STEP_SUMMARY`` when it is set (a warning if it cannot)."""
+    import os
+
+    target = os.environ.get(STEP_SUMMARY_ENV)
+    if not target:
+        return
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    except OSError as exc:
+        _stderr().print(f"warning: cannot append to ${STEP_SUMMARY_ENV} ({target}): {exc}")
+
+
+def _check_output_folders(*paths: Path | None) -> None:
+    """Refuse before any work or writing when an output file's folder is missing."""
+    for path in paths:
+        if path is not None and not path.parent.is_dir():
+            from tfbound.errors import InputError
+
+            raise InputError("cannot write: the folder does not exist", path=path)
+
+
+def _select_gates(gates_file: Path | None, recorded: tuple[Any, ...], where: str) -> Any:
+    from tfbound.gates import load_gates_file
+
+    if gates_file is not None:
+        return load_gates_file(gates_file)
+    if not recorded:
+        raise UsageError(
+            f"no gates to evaluate: {where} records none; "
+            "add a 'gates:' section to tfbound.yaml or pass --gates FILE"
+        )
+    return recorded
+
+
+def _read_baseline(baseline: Path | None) -> dict[str, Any] | None:
+    from tfbound.compare import read_report
+
+    return None if baseline is None else read_report(baseline)
+
+
+def _evaluate(gates: Any, data: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
+    from tfbound.gates import evaluate_gates
+
+    result: dict[str, Any] = evaluate_gates(gates, data, base).to_dict()
+    return result
+
+
+def finish(
+    data: dict[str, Any],
+    fmt: OutputFormat,
+    json_path: Path | None,
+    markdown_path: Path | None,
+    table: Callable[[dict[str, Any]], Any],
+    markdown: Callable[[dict[str, Any]], str],
+    verdicts: dict[str, Any] | None = None,
+    junit: Path | None = None,
+    source: str = "",
+) -> None:
+    """``emit``, then the gate verdicts (if any), JUnit, the step summary and the exit code.
+
+    With ``--format json`` stdout stays one JSON document (the report) and the gate table goes to
+    stderr; with a table or markdown the verdicts follow the report.
+    """
+    from rich.console import Group
+
+    from tfbound.io.atomic import write_text_atomic
+    from tfbound.render.gates_render import gates_markdown, gates_table
+    from tfbound.render.junit import gates_junit
+
+    _check_output_folders(json_path, markdown_path, junit)
+    if verdicts is None:
+        emit(data, fmt, json_path, markdown_path, table, markdown)
+        append_step_summary(markdown(data))
+        return
+    v = verdicts
+
+    def table_with_gates(d: dict[str, Any]) -> Any:
+        return Group(table(d), gates_table(v))
+
+    def markdown_with_gates(d: dict[str, Any]) -> str:
+        return markdown(d) + "\n" + gates_markdown(v, title="tfbound gates")
+
+    emit(data, fmt, json_path, markdown_path, table_with_gates, markdown_with_gates)
+    if fmt is OutputFormat.json:
+        _stderr().print(gates_table(v))
+    if junit is not None:
+        write_text_atomic(junit, gates_junit(v, source=source))
+    append_step_summary(markdown_with_gates(data))
+    if not v["passed"]:
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command()
@@ -166,14 +286,31 @@ def estimate(
     json_path: JsonOpt = None,
     markdown_path: MarkdownOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    gate: Annotated[
+        bool, typer.Option("--gate", help="Evaluate the config's gates; exit 1 if one fails.")
+    ] = False,
+    gates_file: GatesOpt = None,
+    baseline: BaselineOpt = None,
+    junit: JunitOpt = None,
 ) -> None:
     """Load the encoder, head and data of CONFIG and print the bound term by term."""
     from tfbound.config import load_config
+    from tfbound.gates import parse_gates
     from tfbound.pipeline import estimate as run_estimate
     from tfbound.render.markdown import report_markdown
     from tfbound.render.table import report_table
 
     cfg = load_config(config)
+    gating = gate or gates_file is not None
+    if not gating and (baseline is not None or junit is not None):
+        raise UsageError("--baseline and --junit go with --gate (or --gates FILE)")
+    gates = (
+        _select_gates(gates_file, parse_gates(cfg.gates), f"the config {cfg.path}")
+        if gating
+        else None
+    )
+    base_report = _read_baseline(baseline)
+    _check_output_folders(json_path, markdown_path, junit)
     overrides = {
         k: v
         for k, v in {
@@ -188,7 +325,9 @@ def estimate(
         cfg = cfg.with_bound(**overrides)
     with _progress(not quiet) as progress:
         report = run_estimate(cfg, progress=progress)
-    emit(report.to_dict(), fmt, json_path, markdown_path, report_table, report_markdown)
+    data = report.to_dict()
+    verdicts = None if gates is None else _evaluate(gates, data, base_report)
+    finish(data, fmt, json_path, markdown_path, report_table, report_markdown, verdicts, junit)
 
 
 @app.command()
@@ -198,6 +337,45 @@ def schema() -> None:
     from tfbound.report import report_schema, to_json
 
     sys.stdout.write(to_json(report_schema()))
+
+
+@app.command()
+@handle_errors
+def check(
+    report: Annotated[Path, typer.Argument(help="A JSON report.", show_default=False)],
+    gates_file: GatesOpt = None,
+    baseline: BaselineOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the verdicts as JSON to this file.")
+    ] = None,
+    markdown_path: MarkdownOpt = None,
+    junit: JunitOpt = None,
+) -> None:
+    """Evaluate gates on a saved REPORT: exit 0 if all pass, 1 if one fails.
+
+    Without --gates, the gates recorded in the report's config are used.
+    """
+    from tfbound.compare import read_report
+    from tfbound.gates import gates_of_report
+    from tfbound.render.gates_render import gates_markdown, gates_table
+
+    data = read_report(report)
+    gates = _select_gates(gates_file, gates_of_report(data), f"the report {report}")
+    base = _read_baseline(baseline)
+    verdicts = _evaluate(gates, data, base)
+    verdicts["report"] = str(report)
+    if baseline is not None:
+        verdicts["baseline"] = str(baseline)
+    _check_output_folders(json_path, markdown_path, junit)
+    if junit is not None:
+        from tfbound.io.atomic import write_text_atomic
+        from tfbound.render.junit import gates_junit
+
+        write_text_atomic(junit, gates_junit(verdicts, source=str(report)))
+    finish(verdicts, fmt, json_path, markdown_path, gates_table, gates_markdown)
+    if not verdicts["passed"]:
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 def main() -> None:

@@ -127,6 +127,8 @@ class Config:
     bound: BoundSpec
     decoder: ModuleSpec | None = None
     pretext: PretextSpec | None = None
+    #: ``gates:`` as written (target -> condition); parsed by ``tfbound.gates``.
+    gates: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def base(self) -> Path:
@@ -157,6 +159,8 @@ class Config:
             out["pretext"] = {
                 k: _plain(v) for k, v in asdict(self.pretext).items() if v is not None
             }
+        if self.gates:
+            out["gates"] = dict(self.gates)
         return out
 
 
@@ -199,7 +203,10 @@ def parse_config(raw: Any, path: Path) -> Config:
     path = path.resolve()
     top = _mapping(raw, "the top level", path)
     _no_unknown(
-        top, {"encoder", "head", "decoder", "pretext", "data", "bound"}, "the top level", path
+        top,
+        {"encoder", "head", "decoder", "pretext", "data", "bound", "gates"},
+        "the top level",
+        path,
     )
     base = path.parent
     for required in ("encoder", "head", "data"):
@@ -215,7 +222,29 @@ def parse_config(raw: Any, path: Path) -> Config:
         raise ConfigError(
             "pre-training data needs both a 'pretext' and a 'decoder' section", path=path
         )
-    return Config(path, encoder, head, data, bound, decoder, pretext)
+    gates = _gates(top.get("gates", {}), path)
+    return Config(path, encoder, head, data, bound, decoder, pretext, gates)
+
+
+def _gates(raw: Any, path: Path) -> Mapping[str, str]:
+    from tfbound.errors import InputError
+    from tfbound.gates import parse_gates
+
+    if raw is None:  # "gates:" with nothing under it
+        return MappingProxyType({})
+    section = _mapping(raw, "'gates'", path)
+    for key, value in section.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ConfigError(
+                f"'gates' maps a term to a condition string (e.g. \"<= 0.3\"), "
+                f"got {key!r}: {value!r}",
+                path=path,
+            )
+    try:
+        parse_gates(section, "'gates'")  # reject a malformed condition when the file is read
+    except InputError as exc:
+        raise ConfigError(str(exc), path=path) from exc
+    return MappingProxyType(dict(section))
 
 
 def _mapping(raw: Any, where: str, path: Path) -> dict[str, Any]:

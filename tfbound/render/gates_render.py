@@ -1,0 +1,86 @@
+"""Gate verdicts as a rich table and as markdown (a pull-request comment or a CI step summary)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+
+def fmt(value: float | None) -> str:
+    """Six significant digits: enough to see why a value just above its threshold fails."""
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+def _headline(data: dict[str, Any]) -> str:
+    n, failed = data["n_gates"], data["n_failed"]
+    if failed:
+        return f"{failed} of {n} gate{'s' if n != 1 else ''} failed"
+    return f"all {n} gate{'s' if n != 1 else ''} passed"
+
+
+def _has_baseline(data: dict[str, Any]) -> bool:
+    return any(g["mode"] != "absolute" for g in data["gates"])
+
+
+def _note(gate: dict[str, Any]) -> str:
+    if not gate["passed"]:
+        return str(gate["reason"])
+    key = gate["gate"]
+    return f"closest: {gate['subject']}" if key.startswith("layers.") else ""
+
+
+def gates_table(data: dict[str, Any]) -> RenderableType:
+    """``data`` is ``GateReport.to_dict()``."""
+    ok = data["n_failed"] == 0
+    head = Text(f"gates: {_headline(data)}", style="bold green" if ok else "bold red")
+    table = Table(expand=False)
+    table.add_column("gate", no_wrap=True)
+    table.add_column("condition", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("threshold", justify="right", no_wrap=True)
+    baseline = _has_baseline(data)
+    if baseline:
+        table.add_column("baseline", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    notes = any(_note(g) for g in data["gates"])
+    if notes:
+        table.add_column("note", overflow="fold", min_width=20)
+    for g in data["gates"]:
+        # Text, not str: a gate name or reason is not rich markup ("blocks[0]" stays as is)
+        row: list[Any] = [Text(g["gate"]), Text(g["condition"]), fmt(g["value"])]
+        row.append(fmt(g["threshold"]))
+        if baseline:
+            row.append(fmt(g["baseline"]) if g["mode"] != "absolute" else "")
+        row.append(Text("pass", style="green") if g["passed"] else Text("FAIL", style="bold red"))
+        if notes:
+            row.append(Text(_note(g)))
+        table.add_row(*row)
+    return Group(head, table)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def gates_markdown(data: dict[str, Any], title: str = "tfbound check") -> str:
+    ok = data["n_failed"] == 0
+    mark = "✅" if ok else "❌"
+    baseline = _has_baseline(data)
+    lines = [f"## {title}: {mark} {_headline(data)}", ""]
+    header = ["gate", "condition", "value", "threshold"] + (["baseline"] if baseline else [])
+    header += ["verdict", "note"]
+    lines.append("| " + " | ".join(header) + " |")
+    align = ["---", "---", "---:", "---:"] + (["---:"] if baseline else []) + ["---", "---"]
+    lines.append("|" + "|".join(align) + "|")
+    for g in data["gates"]:
+        cells = [f"`{g['gate']}`", f"`{_cell(g['condition'])}`", fmt(g["value"])]
+        cells.append(fmt(g["threshold"]))
+        if baseline:
+            cells.append(fmt(g["baseline"]) if g["mode"] != "absolute" else "")
+        cells.append("✅ pass" if g["passed"] else "❌ **fail**")
+        cells.append(_cell(_note(g)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
