@@ -20,7 +20,8 @@ import torch
 from tfbound.errors import DataError
 
 _NEWTON_MAX_STEPS = 100
-_NEWTON_TOL = 1e-10  # on the Newton decrement squared / 2
+_NEWTON_TOL = 1e-24  # on the Newton decrement squared / 2
+_NEWTON_FULL_STEP = 1e-10
 
 
 def split_indices(n: int, seed: int, fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +101,9 @@ def fit_prior_probe(
     """The prior head ``theta' = (theta, b/c)`` of shape ``(d+1,)``, fitted on ``S1`` only.
 
     Minimises ``mean_i log(1 + exp(-y_i theta' . z'_i)) + lam ||theta'||^2`` with ``z' = (z, c)``
-    by damped Newton in float64 (strongly convex for ``lam > 0``, so the minimiser is unique and
-    the result deterministic). ``z1`` is ``(n1, d)``, ``y1`` in ``{-1, +1}``.
+    by damped Newton in float64, through the ``n1 x n1`` Gram matrix when ``d+1 > n1``. The
+    objective is strongly convex for ``lam > 0``, so the minimiser is unique and the result
+    deterministic. ``z1`` is ``(n1, d)``, ``y1`` in ``{-1, +1}``.
     """
     if not (lam > 0 and math.isfinite(lam)):
         raise ValueError(f"lam must be a finite number > 0, got {lam}")
@@ -109,6 +111,8 @@ def fit_prior_probe(
     y = as_labels(y1, z.shape[0], "y1")
     za = augment_features(z, bias_const)
     n, p = za.shape
+    dual = p > n  # solve the Newton system through the n x n Gram matrix (Woodbury)
+    gram = za @ za.T if dual else None
     theta = np.zeros(p)
     value = _objective(theta, za, y, lam)
     for _ in range(_NEWTON_MAX_STEPS):
@@ -117,17 +121,33 @@ def fit_prior_probe(
         s_neg = np.exp(-np.logaddexp(0.0, margins))
         weight = s_neg * np.exp(-np.logaddexp(0.0, -margins))
         grad = -(za.T @ (y * s_neg)) / n + 2.0 * lam * theta
-        hess = (za.T * weight) @ za / n + 2.0 * lam * np.eye(p)
-        step = np.linalg.solve(hess, grad)
+        if gram is None:
+            hess = (za.T * weight) @ za / n + 2.0 * lam * np.eye(p)
+            step = np.linalg.solve(hess, grad)
+        else:
+            # H = A^T D A + c I with D = diag(weight)/n, c = 2 lam; B = D^(1/2) A:
+            # H^-1 g = (g - B^T (c I + B B^T)^-1 B g) / c.
+            root = np.sqrt(weight / n)
+            inner = root[:, None] * gram * root[None, :] + 2.0 * lam * np.eye(n)
+            v = np.linalg.solve(inner, root * (za @ grad))
+            step = (grad - za.T @ (root * v)) / (2.0 * lam)
         decrement = float(grad @ step)
         if decrement / 2.0 <= _NEWTON_TOL:
             break
+        if decrement < _NEWTON_FULL_STEP:
+            # Inside the quadratic-convergence region the objective cannot resolve the
+            # decrease any more: take the pure Newton step.
+            theta = theta - step
+            value = _objective(theta, za, y, lam)
+            continue
         t = 1.0
         while True:
             candidate = theta - t * step
             new_value = _objective(candidate, za, y, lam)
-            if new_value <= value - 0.25 * t * decrement or t < 1e-12:
+            if new_value <= value - 0.25 * t * decrement:
                 break
             t *= 0.5
+            if t < 1e-12:
+                return theta  # no descent left at float precision
         theta, value = candidate, new_value
     return theta
