@@ -22,6 +22,7 @@ chosen on ``S``, the caller divides ``delta_a`` and ``delta_b`` accordingly.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,16 +123,29 @@ def disagreement(
     )
 
 
-def _row_keys(a: np.ndarray | torch.Tensor, name: str) -> tuple[list[bytes], int]:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().to(torch.float64).numpy()
-    arr = np.asarray(a)
+_HASH_CHUNK_VALUES = 1 << 22  # values converted to float64 at a time
+
+
+def _row_digests(a: np.ndarray | torch.Tensor, name: str) -> tuple[list[bytes], int]:
+    """A 16-byte digest of every row (flattened per example, as float64, ``-0.0 -> 0.0``)."""
+    arr = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
     if arr.ndim < 1:
         raise DataError(f"{name} must have one row per example, got a scalar")
-    flat = np.ascontiguousarray(arr.reshape(arr.shape[0], -1).astype(np.float64) + 0.0)
-    if np.isnan(flat).any():
-        raise DataError(f"{name} has NaN entries; rows cannot be compared")
-    return [row.tobytes() for row in flat], flat.shape[1]
+    flat = arr.reshape(arr.shape[0], -1)
+    width = int(flat.shape[1])
+    rows = max(1, _HASH_CHUNK_VALUES // max(width, 1))
+    digests: list[bytes] = []
+    for start in range(0, flat.shape[0], rows):
+        chunk = np.ascontiguousarray(flat[start : start + rows], dtype=np.float64) + 0.0
+        if np.isnan(chunk).any():
+            raise DataError(f"{name} has NaN entries; rows cannot be compared")
+        digests.extend(hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in chunk)
+    return digests, width
+
+
+def _row(a: np.ndarray | torch.Tensor, i: int) -> np.ndarray:
+    arr = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    return np.asarray(arr[i], dtype=np.float64).reshape(-1)
 
 
 def check_pool_disjoint(
@@ -139,21 +153,27 @@ def check_pool_disjoint(
 ) -> None:
     """Raise ``DataError`` if a row of ``pool`` equals a row of any array in ``others``.
 
-    Rows are compared exactly after conversion to float64 (``-0.0`` equals ``0.0``); arrays of
-    more than two dimensions are flattened per example (images: ``(N, C, H, W)``). Arrays whose
-    rows have a different width than the pool's cannot share a row and raise as well, since
-    comparing inputs with features is a mistake.
+    Rows are hashed (BLAKE2b over their float64 bytes, ``-0.0`` read as ``0.0``) and a hash
+    match is confirmed by comparing the values, so the check is exact. Arrays of more than two
+    dimensions are flattened per example (images: ``(N, C, H, W)``). Arrays whose rows have a
+    different width than the pool's raise as well: comparing inputs with features is a mistake.
     """
-    pool_keys, width = _row_keys(pool, "pool")
-    index = {key: i for i, key in reversed(list(enumerate(pool_keys)))}
+    pool_keys, width = _row_digests(pool, "pool")
+    index: dict[bytes, int] = {}
+    for i, key in enumerate(pool_keys):
+        index.setdefault(key, i)
     for j, other in enumerate(others):
-        keys, other_width = _row_keys(other, f"array {j}")
+        keys, other_width = _row_digests(other, f"array {j}")
         if other_width != width:
             raise DataError(
                 f"cannot compare the pool (rows of {width} values) with array {j} "
                 f"(rows of {other_width} values)"
             )
-        shared = [(index[k], r) for r, k in enumerate(keys) if k in index]
+        shared = [
+            (index[k], r)
+            for r, k in enumerate(keys)
+            if k in index and np.array_equal(_row(pool, index[k]), _row(other, r))
+        ]
         if shared:
             i, r = shared[0]
             raise DataError(
