@@ -68,8 +68,9 @@ DEFAULT_TAU_GRID: tuple[float, ...] = tuple(0.25 * k for k in range(13))
 
 _MU_GRID_POINTS = 161
 _MU_GRID_LOW = 1e-2
-_GOLDEN_STEPS = 36
-_VEC_BISECT_STEPS = 56
+_GOLDEN_STEPS = 30
+_VEC_BISECT_STEPS = 28
+_VEC_NEWTON_STEPS = 3
 _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -175,10 +176,12 @@ def _xlogx(v: np.ndarray) -> np.ndarray:
 
 
 def kl_inv_vec(q: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Vectorised ``kl_inv`` (upper end of a bisection bracket); used for the search only.
+    """Vectorised ``kl_inv``, an upper value of it; used for the search only.
 
-    The bracket starts at ``[q, min(1, q + sqrt(c/2))]`` (Pinsker: ``kl(q||p) >= 2 (p - q)^2``),
-    and ``kl(q||p) = q log q + (1-q) log(1-q) - q log p - (1-q) log(1-p)``.
+    Bisection on ``[q, min(1, q + sqrt(c/2))]`` (Pinsker: ``kl(q||p) >= 2 (p - q)^2``), then
+    Newton steps from the upper end (``kl(q||.)`` is convex and increasing on ``[q, 1)``, so
+    they stay above the root), with
+    ``kl(q||p) = q log q + (1-q) log(1-q) - q log p - (1-q) log(1-p)``.
     """
     q, c = np.broadcast_arrays(np.asarray(q, dtype=np.float64), np.asarray(c, dtype=np.float64))
     neg_entropy = _xlogx(q) + _xlogx(1.0 - q)
@@ -191,6 +194,11 @@ def kl_inv_vec(q: np.ndarray, c: np.ndarray) -> np.ndarray:
             ok = kl <= c
             lo = np.where(ok, mid, lo)
             hi = np.where(ok, hi, mid)
+        for _ in range(_VEC_NEWTON_STEPS):
+            excess = neg_entropy - q * np.log(hi) - (1.0 - q) * np.log1p(-hi) - c
+            slope = (hi - q) / (hi * (1.0 - hi))
+            move = (hi < 1.0) & (hi > q) & (excess > 0) & (slope > 0)
+            hi = np.where(move, np.maximum(lo, hi - excess / np.where(move, slope, 1.0)), hi)
     return np.where(q >= 1.0, 1.0, hi)
 
 
@@ -434,13 +442,23 @@ class PacBayesResult:
         return gibbs_error_exact(x, ym, self.gibbs.mu, self.u, tau=0.0)
 
 
+def _grid_text(grid: tuple[float, ...]) -> str:
+    """The grid itself when short, else its size, range and spacing in words."""
+    if grid == DEFAULT_BETA_GRID:
+        return "0 and 2^(k/4), k=-8..40"
+    if len(grid) <= 16:
+        return "(" + ", ".join(f"{v:g}" for v in grid) + ")"
+    return f"{len(grid)} values in [{min(grid):g}, {max(grid):g}] including 0"
+
+
 def _describe(cell: PacBayesCell, head: str, res: dict[str, object]) -> str:
     common = (
         f"Q = N(mu u, I) on the ray of {head}, P = N(beta u_1, I), u_1 the tool's logistic probe "
         f"on S1; metric M = C1 + eps tr(C1)/(d+1) I from S1; n1={res['n1']}, n2={cell.n2}, "
         f"split_seed={res['split_seed']}, eps={res['eps']:g}, lambda={cell.lam:g} "
-        f"(grid {res['lam_grid']}), beta={cell.beta:.6g} (J_beta={res['J_beta']}, includes 0), "
-        f"tau={cell.tau:g} (J_tau={res['J_tau']}), mu={cell.mu:.6g}, "
+        f"(grid {res['lam_grid']}), beta={cell.beta:.6g} (grid {res['beta_grid']}, "
+        f"J_beta={res['J_beta']}), tau={cell.tau:g} (grid {res['tau_grid']}, "
+        f"J_tau={res['J_tau']}), mu={cell.mu:.6g}, "
         f"cos(u,u_1)={cell.cos_prior:.6g}, KL=(mu^2+beta^2-2 mu beta cos)/2={cell.kl:.6g}, "
         f"e_hat_tau=mean_S2 Phi(tau - mu gamma_i)={cell.empirical_loss:.6g}, "
         f"xi(n2)={res['xi_n2']:.6g}, log(xi(n2) J_lambda J_beta J_tau/delta_pb)="
@@ -523,6 +541,8 @@ def pac_bayes_linear(
         "eps": float(eps),
         "lam_grid": lam_grid,
         "J_beta": len(betas),
+        "beta_grid": _grid_text(betas),
+        "tau_grid": _grid_text(taus),
         "J_tau": len(taus),
         "xi_n2": xi_n2,
         "delta_pb": float(delta_pb),
