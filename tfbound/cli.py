@@ -378,6 +378,26 @@ def check(
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
+@app.command()
+@handle_errors
+def compare(
+    base: Annotated[Path, typer.Argument(help="The baseline JSON report.", show_default=False)],
+    cand: Annotated[Path, typer.Argument(help="The candidate JSON report.", show_default=False)],
+    fmt: FormatOpt = OutputFormat.table,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the comparison as JSON to this file.")
+    ] = None,
+    markdown_path: MarkdownOpt = None,
+) -> None:
+    """Term-by-term (and layer-by-layer) changes from BASE to CAND, largest change first."""
+    from tfbound.compare import compare_reports, read_report
+    from tfbound.render.compare_render import compare_markdown, compare_table
+
+    b, c = read_report(base), read_report(cand)
+    data = compare_reports(b, c, str(base), str(cand)).to_dict()
+    finish(data, fmt, json_path, markdown_path, compare_table, compare_markdown)
+
+
 def main() -> None:
     app(prog_name="tfbound")
 
