@@ -398,6 +398,37 @@ def compare(
     finish(data, fmt, json_path, markdown_path, compare_table, compare_markdown)
 
 
+@app.command()
+@handle_errors
+def plot(
+    reports: Annotated[
+        list[Path], typer.Argument(help="One or more JSON reports.", show_default=False)
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Image file (.png, .svg or .pdf).")
+    ] = Path("bound.png"),
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="A name per report (repeat; default: the file names)."),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
+) -> None:
+    """Draw the certified bound's terms as stacked bars, one bar per report, with the numbers
+    outside the bound (held-out checks, estimated, proxy, diagnostic) drawn apart."""
+    from tfbound.compare import read_report
+    from tfbound.render.plot import FORMATS, default_labels, plot_reports
+
+    if output.suffix.lower().lstrip(".") not in FORMATS:
+        raise UsageError(f"--output must end in one of {', '.join('.' + f for f in FORMATS)}")
+    if label and len(label) != len(reports):
+        raise UsageError(f"{len(label)} --label value(s) for {len(reports)} report(s)")
+    _check_output_folders(output)
+    data = [read_report(p) for p in reports]
+    names = list(label) if label else default_labels(reports)
+    plot_reports(list(zip(names, data, strict=True)), output, title=title)
+    _stderr().print(f"wrote {output}")
+
+
 def main() -> None:
     app(prog_name="tfbound")
 
