@@ -77,12 +77,45 @@ def test_zero_and_empty_matrices() -> None:
 
 
 @pytest.mark.parametrize(
-    "shape", [(1, 1), (1, 9), (9, 1), (17, 17), (40, 13), (13, 40), (200, 64), (64, 300)]
-)
+    "shape",
+    [(1, 1), (1, 9), (9, 1), (17, 17), (40, 13), (13, 40), (200, 64), (64, 300), (150, 90),
+     (90, 150), (256, 256)],
+)  # fmt: skip
 @pytest.mark.parametrize("seed", [0, 1])
 def test_spectral_norm_matches_svdvals(shape: tuple[int, int], seed: int) -> None:
     w = _rand(shape, seed)
     assert spectral_norm(w) == pytest.approx(_svd_max(w), rel=EXACT_RTOL)
+
+
+def _with_singular_values(s: torch.Tensor, m: int, seed: int) -> torch.Tensor:
+    u, _ = torch.linalg.qr(_rand((m, m), seed=seed))
+    v, _ = torch.linalg.qr(_rand((s.numel(), s.numel()), seed=seed + 1))
+    return u[:, : s.numel()] @ torch.diag(s) @ v.T
+
+
+def test_certified_lanczos_path_and_its_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tfbound.measures.norms as norms
+
+    # n > 64 takes the Lanczos + Cholesky route: an upper value within 1e-12 of the exact one
+    w = _rand((120, 100), seed=21)
+    out = matrix_norms(w)
+    assert out.spectral_norm.method == "gram_lanczos_cholesky_certificate"
+    exact = _svd_max(w)
+    assert exact * (1 - 1e-14) <= out.spectral_norm.value <= exact * (1 + 1e-12)
+    # a repeated top singular value, a tiny gap, and the identity (a one-step Krylov space)
+    for s in (
+        torch.cat([torch.full((2,), 3.0), torch.linspace(2.9, 0.1, 98)]),
+        torch.cat([torch.tensor([3.0, 3.0 - 1e-9]), torch.linspace(2.0, 0.1, 98)]),
+        torch.ones(100),
+    ):
+        w = _with_singular_values(s.to(torch.float64), 110, seed=22)
+        assert spectral_norm(w) == pytest.approx(float(s.max()), rel=EXACT_RTOL)
+    # too few Lanczos steps: the certificate fails and eigvalsh takes over, still exact
+    monkeypatch.setattr(norms, "_LANCZOS_MAX_STEPS", 1)
+    w = _rand((100, 100), seed=23)
+    out = matrix_norms(w)
+    assert out.spectral_norm.method == "gram_eigvalsh"
+    assert out.spectral_norm.value == pytest.approx(_svd_max(w), rel=EXACT_RTOL)
 
 
 def test_spectral_norm_ill_conditioned_and_float32_input() -> None:
@@ -106,7 +139,7 @@ def test_spectral_norm_of_product_matches_formed_product() -> None:
     # inner dimension not small: falls back to the formed product
     a, b = _rand((5, 8), 9), _rand((8, 6), 10)
     assert spectral_norm_of_product(a, b) == pytest.approx(_svd_max(a @ b), rel=EXACT_RTOL)
-    with pytest.raises(ValueError, match="inner dimensions"):
+    with pytest.raises(ValueError, match="need batches"):
         spectral_norm_of_product(a, a)
 
 
@@ -146,6 +179,13 @@ def test_invalid_inputs_raise() -> None:
         spectral_norm(torch.ones(2, 2, 2))
     with pytest.raises(ValueError, match="non-finite"):
         frobenius_norm(torch.tensor([[1.0, float("nan")]]))
+    for bad in (float("nan"), float("inf")):
+        w = torch.ones(80, 70)
+        w[3, 4] = bad
+        with pytest.raises(ValueError, match="non-finite"):
+            spectral_norm(w)
+        with pytest.raises(ValueError, match="non-finite"):
+            matrix_norms(w)
     with pytest.raises(ValueError, match="n_iter"):
         spectral_norm_estimate(torch.ones(2, 2), n_iter=0)
     with pytest.raises(ValueError, match="spectral must be"):

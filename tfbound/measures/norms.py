@@ -3,13 +3,17 @@
 ``W`` is a weight as PyTorch stores it, ``(out, in)``; ``M`` a reference matrix of the same shape.
 
 - ``spectral_norm(W) = sigma_max(W)``, exact: ``sqrt(lambda_max(G))`` for the smaller Gram matrix
-  ``G = W W^T`` or ``W^T W``. ``G`` is formed in float64 (one GEMM) and its largest eigenvalue
-  is taken by ``eigvalsh``; the sqrt halves the relative error of ``lambda_max``, which rounding
-  perturbs by about ``eps * ||G||_2``, so the largest singular value keeps full relative accuracy
-  (small singular values would not, but they are never used).
+  ``G = W W^T`` or ``W^T W``, formed in float64 (one GEMM). Rounding perturbs ``lambda_max`` by
+  about ``eps * ||G||_2`` and the sqrt halves that relative error, so the largest singular value
+  keeps full relative accuracy (small singular values would not, but they are never used).
+  ``lambda_max(G)``: ``eigvalsh`` for ``n <= 64``; above, a Lanczos Rayleigh quotient ``theta``
+  (a lower value) certified by a Cholesky factorisation of ``theta (1 + 1e-12) I - G``: success
+  proves ``lambda_max < theta (1 + 1e-12)``, which is returned (an upper value, within 1e-12
+  relative of the exact one); on failure, ``eigvalsh``. The method string says which ran.
 - ``spectral_norm_of_product(A, B) = ||A @ B||_2`` without forming the product: with QR
   factorisations ``A = Q_a R_a`` and ``B^T = Q_b R_b`` it is ``sigma_max(R_a R_b^T)``, a
-  ``r x r`` matrix for the inner dimension ``r`` (a head dimension for attention products).
+  ``r x r`` matrix for the inner dimension ``r`` (a head dimension for attention products);
+  ``spectral_norms_of_products`` does a batch of them (all heads of a block) at once.
 - ``spectral_norm_estimate(W)``: power iteration on ``W^T W``. Its value is a *lower* estimate
   (a Rayleigh quotient); its residual ``||W^T W v - s^2 v||`` does not bound it from above.
   Status ``estimated``: never use it in a certified term.
@@ -84,17 +88,24 @@ class MatrixNorms:
     l21_distance_to_reference: NormValue | None
 
 
-def as_matrix(w: ArrayLike, name: str = "W") -> torch.Tensor:
-    """``w`` as a detached float64 CPU matrix; raises ``ValueError`` unless 2-D and finite."""
+def as_matrix(w: ArrayLike, name: str = "W", *, check_finite: bool = True) -> torch.Tensor:
+    """``w`` as a detached float64 CPU matrix; raises ``ValueError`` unless 2-D (and finite,
+    when ``check_finite``; callers that form ``sum W_ij^2`` anyway check that instead)."""
     t = torch.as_tensor(w).detach()
     if t.is_complex():
         raise ValueError(f"{name} must be real, got {t.dtype}")
     t = t.to(device="cpu", dtype=torch.float64)
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
+    if check_finite and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains non-finite values")
     return t
+
+
+def _require_finite(value: float, name: str = "W") -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} contains non-finite values (or its squares overflow)")
+    return value
 
 
 def _with_reference(w: torch.Tensor, reference: ArrayLike | None) -> torch.Tensor:
@@ -112,19 +123,87 @@ def gram_smaller(w: torch.Tensor) -> torch.Tensor:
     return 0.5 * (g + g.T)
 
 
-def _lambda_max(g: torch.Tensor) -> float:
-    if g.numel() == 0:
-        return 0.0
+_DIRECT_MAX_N = 64  # below this size eigvalsh is as cheap as anything else
+_CERT_RTOL = 1e-12  # width of the certified bracket [theta, theta (1 + rtol)] on lambda_max
+_LANCZOS_MAX_STEPS = 160
+
+
+def _eigvalsh_max(g: torch.Tensor) -> float:
     return max(float(torch.linalg.eigvalsh(g)[-1]), 0.0)
 
 
+def _lanczos_rayleigh(g: torch.Tensor, max_steps: int) -> float:
+    """A Rayleigh quotient ``y^T G y / y^T y <= lambda_max(G)`` of the top Lanczos Ritz vector.
+
+    Lanczos with full reorthogonalisation from a fixed seeded start; stops when the top Ritz
+    value no longer moves (relative change below 1e-15) or after ``max_steps`` steps.
+    """
+    n = g.shape[0]
+    steps = min(n, max_steps)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(n, generator=gen, dtype=torch.float64)
+    basis = torch.empty(steps, n, dtype=torch.float64)
+    basis[0] = q / torch.linalg.vector_norm(q)
+    alphas: list[float] = []
+    betas: list[float] = []
+    theta_prev = -math.inf
+    s_top = torch.ones(1, dtype=torch.float64)
+    for j in range(steps):
+        w = g @ basis[j]
+        alphas.append(float(w @ basis[j]))
+        qj = basis[: j + 1]
+        w -= qj.T @ (qj @ w)
+        w -= qj.T @ (qj @ w)  # twice is enough (Kahan, Parlett)
+        beta = float(torch.linalg.vector_norm(w))
+        if j % 4 == 3 or j == steps - 1 or beta == 0.0:
+            t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+            if betas:
+                off = torch.tensor(betas, dtype=torch.float64)
+                t += torch.diag(off, 1) + torch.diag(off, -1)
+            evals, evecs = torch.linalg.eigh(t)
+            theta, s_top = float(evals[-1]), evecs[:, -1]
+            if abs(theta - theta_prev) <= 1e-15 * abs(theta):
+                break
+            theta_prev = theta
+        if j + 1 == steps or beta <= 1e-300:
+            break
+        betas.append(beta)
+        basis[j + 1] = w / beta
+    y = basis[: s_top.shape[0]].T @ s_top
+    return float(y @ (g @ y)) / float(y @ y)
+
+
+def _lambda_max(g: torch.Tensor) -> tuple[float, str]:
+    """``lambda_max`` of a symmetric PSD matrix, exact to ``_CERT_RTOL`` relative (and rounding).
+
+    Small matrices: ``eigvalsh``. Larger ones: a Lanczos Rayleigh quotient ``theta`` (a lower
+    value) and a Cholesky factorisation of ``t I - G`` with ``t = theta (1 + 1e-12)``: if it
+    succeeds, ``t I - G`` is positive definite, so ``theta <= lambda_max < t`` and ``t`` is
+    returned (up to the rounding of the factorisation, of order ``n eps lambda_max``, the same
+    order as ``eigvalsh``'s own error). If it fails, ``eigvalsh``.
+    """
+    n = g.shape[0]
+    if n == 0:
+        return 0.0, "empty"
+    _require_finite(float(g.diagonal().sum()))  # trace(G) = ||W||_F^2
+    if n <= _DIRECT_MAX_N:
+        return _eigvalsh_max(g), "gram_eigvalsh"
+    theta = _lanczos_rayleigh(g, _LANCZOS_MAX_STEPS)
+    if theta > 0:
+        upper = theta * (1.0 + _CERT_RTOL)
+        shifted = torch.diag_embed(torch.full((n,), upper, dtype=torch.float64)) - g
+        if int(torch.linalg.cholesky_ex(shifted).info) == 0:
+            return upper, "gram_lanczos_cholesky_certificate"
+    return _eigvalsh_max(g), "gram_eigvalsh"
+
+
 def spectral_norm_sq(w: ArrayLike) -> float:
-    """``sigma_max(W)^2 = lambda_max`` of the smaller Gram matrix, exact (``eigvalsh``), >= 0."""
-    return _lambda_max(gram_smaller(as_matrix(w)))
+    """``sigma_max(W)^2 = lambda_max`` of the smaller Gram matrix, exact, >= 0."""
+    return _lambda_max(gram_smaller(as_matrix(w, check_finite=False)))[0]
 
 
 def spectral_norm(w: ArrayLike) -> float:
-    """``sigma_max(W)``, exact: ``sqrt(lambda_max)`` of the smaller Gram matrix (``eigvalsh``).
+    """``sigma_max(W)``, exact: ``sqrt(lambda_max)`` of the smaller Gram matrix (module doc).
 
     >>> spectral_norm(torch.diag(torch.tensor([3.0, -4.0, 1.0])))
     4.0
@@ -138,15 +217,33 @@ def spectral_norm_of_product(a: ArrayLike, b: ArrayLike) -> float:
     With ``A = Q_a R_a`` and ``B^T = Q_b R_b`` (reduced QR; ``Q`` with orthonormal columns),
     ``A B = Q_a (R_a R_b^T) Q_b^T`` has the singular values of ``R_a R_b^T``.
     """
-    am, bm = as_matrix(a, "A"), as_matrix(b, "B")
-    if am.shape[1] != bm.shape[0]:
-        raise ValueError(f"inner dimensions differ: A {tuple(am.shape)}, B {tuple(bm.shape)}")
-    r = am.shape[1]
-    if r >= min(am.shape[0], bm.shape[1]):
-        return spectral_norm(am @ bm)
-    r_a = torch.linalg.qr(am, mode="r").R
-    r_b = torch.linalg.qr(bm.T, mode="r").R
-    return spectral_norm(r_a @ r_b.T)
+    am, bm = as_matrix(a, "A", check_finite=False), as_matrix(b, "B", check_finite=False)
+    return float(spectral_norms_of_products(am.unsqueeze(0), bm.unsqueeze(0))[0])
+
+
+def spectral_norms_of_products(a: ArrayLike, b: ArrayLike) -> torch.Tensor:
+    """``||A_i @ B_i||_2`` for a batch ``A: (k, m, r)``, ``B: (k, r, n)``, exact, float64 ``(k,)``.
+
+    For ``r < min(m, n)`` the ``r x r`` cores ``R_a R_b^T`` of ``spectral_norm_of_product``;
+    otherwise the products themselves; then ``eigvalsh`` of each core's smaller Gram matrix.
+    """
+    at = torch.as_tensor(a).detach().to(device="cpu", dtype=torch.float64)
+    bt = torch.as_tensor(b).detach().to(device="cpu", dtype=torch.float64)
+    if at.ndim != 3 or bt.ndim != 3 or at.shape[0] != bt.shape[0] or at.shape[2] != bt.shape[1]:
+        raise ValueError(
+            f"need batches (k, m, r) and (k, r, n), got {tuple(at.shape)} and {tuple(bt.shape)}"
+        )
+    r = at.shape[2]
+    if r < min(at.shape[1], bt.shape[2]):
+        core = torch.linalg.qr(at, mode="r").R @ torch.linalg.qr(bt.mT, mode="r").R.mT
+    else:
+        core = at @ bt
+    g = core @ core.mT if core.shape[1] <= core.shape[2] else core.mT @ core
+    g = 0.5 * (g + g.mT)
+    if g.shape[1] == 0:
+        return torch.zeros(g.shape[0], dtype=torch.float64)
+    _require_finite(float(g.diagonal(dim1=1, dim2=2).sum()), "A or B")
+    return torch.linalg.eigvalsh(g)[:, -1].clamp_min(0.0).sqrt()
 
 
 def spectral_norm_estimate(w: ArrayLike, n_iter: int = 100, seed: int = 0) -> SpectralEstimate:
@@ -201,9 +298,9 @@ def l21_norm(w: ArrayLike, reference: ArrayLike | None = None) -> float:
 
 def stable_rank(w: ArrayLike) -> float:
     """``||W||_F^2 / ||W||_2^2`` (exact spectral norm); 0 for the zero matrix."""
-    wm = as_matrix(w)
-    s_sq = _lambda_max(gram_smaller(wm))
-    return float(torch.sum(wm * wm)) / s_sq if s_sq > 0 else 0.0
+    g = gram_smaller(as_matrix(w, check_finite=False))
+    s_sq = _lambda_max(g)[0]
+    return float(g.diagonal().sum()) / s_sq if s_sq > 0 else 0.0
 
 
 def distance_to_reference(w: ArrayLike, reference: ArrayLike) -> float:
@@ -222,14 +319,16 @@ def matrix_norms(
 ) -> MatrixNorms:
     """Every norm of this module for one matrix, sharing one float64 copy and one Gram matrix.
 
-    ``spectral="exact"`` (``eigvalsh`` of the smaller Gram matrix, status ``certified``) or
-    ``"estimate"`` (power iteration, status ``estimated``; the stable rank is then an estimate too).
+    ``spectral="exact"`` (the smaller Gram matrix, status ``certified``) or ``"estimate"``
+    (power iteration, status ``estimated``; the stable rank is then an estimate too).
     """
-    wm = as_matrix(w)
-    fro_sq = float(torch.sum(wm * wm))
+    wm = as_matrix(w, check_finite=False)
+    row_sq = (wm * wm).sum(dim=1)
+    fro_sq = _require_finite(float(row_sq.sum()))
     if spectral == "exact":
-        s = math.sqrt(_lambda_max(gram_smaller(wm)))
-        spec = NormValue(s, "certified", "gram_eigvalsh")
+        lam, method = _lambda_max(gram_smaller(wm))
+        s = math.sqrt(lam)
+        spec = NormValue(s, "certified", method)
     elif spectral == "estimate":
         est = spectral_norm_estimate(wm, n_iter=n_iter, seed=seed)
         s = est.value
@@ -248,9 +347,7 @@ def matrix_norms(
         shape=(int(wm.shape[0]), int(wm.shape[1])),
         spectral_norm=spec,
         frobenius_norm=NormValue(math.sqrt(fro_sq), "certified", "frobenius"),
-        l21_norm=NormValue(
-            float(torch.linalg.vector_norm(wm, dim=1).sum()), "certified", "row_l2_sum"
-        ),
+        l21_norm=NormValue(float(row_sq.sqrt().sum()), "certified", "row_l2_sum"),
         stable_rank=NormValue(srank, spec.status, "frobenius_sq/spectral_sq"),
         distance_to_reference=dist,
         l21_distance_to_reference=l21_dist,
