@@ -7,8 +7,9 @@ projections (``d_head = rows / heads`` consecutive rows each):
     VO_h = Wo[:, H_h] @ Wv[H_h, :]      the value-to-output map of head h
 
 (``Wq[H_h] @ Wk[H_h]^T`` is a different, ``d_head x d_head`` matrix: a common bug.) The spectral
-norms are exact and cheap through ``spectral_norm_of_product`` (the inner dimension is
-``d_head``); the Frobenius and (2,1) norms use the formed ``d x d`` products.
+norms are exact and cheap through ``spectral_norms_of_products`` (the inner dimension is
+``d_head``; all heads of a block in one batch); the Frobenius and (2,1) norms use the formed
+``d x d`` products.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import math
 
 import torch
 
-from tfbound.measures.norms import NormValue, spectral_norm_of_product
+from tfbound.measures.norms import NormValue, spectral_norms_of_products
 
-_SPECTRAL_METHOD = "factored_qr_gram_eigvalsh"
+_SPECTRAL_METHOD = "factored_qr_eigvalsh"
 
 
 def head_slices(rows: int, heads: int) -> list[slice]:
@@ -46,18 +47,37 @@ def vo_products(wv: torch.Tensor, wo: torch.Tensor, heads: int) -> list[torch.Te
     return [o[:, h] @ v[h] for h in head_slices(v.shape[0], heads)]
 
 
+def head_factors(
+    wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor, wo: torch.Tensor, heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched factors ``(Wq[H_h]^T, Wk[H_h], Wo[:, H_h], Wv[H_h])`` over heads, so that
+    ``QK = left_qk @ right_qk`` and ``VO = left_vo @ right_vo`` are ``(heads, ., .)`` batches."""
+    q, k, v, o = (t.to(torch.float64) for t in (wq, wk, wv, wo))
+    head_slices(q.shape[0], heads)  # validates
+    head_slices(v.shape[0], heads)
+    if q.shape[0] != k.shape[0] or o.shape[1] != v.shape[0]:
+        raise ValueError(f"shapes do not fit: q {q.shape}, k {k.shape}, v {v.shape}, o {o.shape}")
+    dh, dv = q.shape[0] // heads, v.shape[0] // heads
+    left_qk = q.reshape(heads, dh, q.shape[1]).mT
+    right_qk = k.reshape(heads, dh, k.shape[1])
+    left_vo = o.reshape(o.shape[0], heads, dv).permute(1, 0, 2)
+    right_vo = v.reshape(heads, dv, v.shape[1])
+    return left_qk, right_qk, left_vo, right_vo
+
+
 def product_norms(
     left: torch.Tensor, right: torch.Tensor
-) -> tuple[NormValue, NormValue, NormValue]:
-    """Spectral, Frobenius and (2,1) norms of ``left @ right``, all exact (status certified)."""
+) -> tuple[list[NormValue], list[NormValue], list[NormValue]]:
+    """Spectral, Frobenius and (2,1) norms of each ``left[i] @ right[i]``, all exact (certified)."""
     prod = left @ right
-    spec = spectral_norm_of_product(left, right)
-    fro = float(torch.linalg.matrix_norm(prod))
-    l21 = float(torch.linalg.vector_norm(prod, dim=1).sum())
+    spec = spectral_norms_of_products(left, right)
+    row_sq = (prod * prod).sum(dim=2)
+    fro = row_sq.sum(dim=1).sqrt()
+    l21 = row_sq.sqrt().sum(dim=1)
     return (
-        NormValue(spec, "certified", _SPECTRAL_METHOD),
-        NormValue(fro, "certified", "frobenius"),
-        NormValue(l21, "certified", "row_l2_sum"),
+        [NormValue(float(x), "certified", _SPECTRAL_METHOD) for x in spec],
+        [NormValue(float(x), "certified", "frobenius") for x in fro],
+        [NormValue(float(x), "certified", "row_l2_sum") for x in l21],
     )
 
 

@@ -7,13 +7,14 @@ gets a ``fetch(name) -> Tensor`` for the checkpoint and, when a reference checkp
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from tfbound.adapters.attention import head_slices, norm2, product_norms
+from tfbound.adapters.attention import head_factors, norm2, product_norms
 from tfbound.adapters.base import (
     BATCHNORM,
     CONV,
@@ -59,10 +60,27 @@ def _fetch_all(plan: LayerPlan, fetch: Fetch) -> dict[str, torch.Tensor]:
     return {name: fetch(name) for name in plan.params}
 
 
-def _check_finite(plan: LayerPlan, fetched: Mapping[str, torch.Tensor]) -> None:
+def _check_finite(
+    plan: LayerPlan, fetched: Mapping[str, torch.Tensor], *, except_weight: bool = False
+) -> None:
+    """Raise ``CheckpointError`` for a non-finite parameter. ``except_weight``: the weight is
+    checked by the measure itself (through ``sum W_ij^2``), which ``_measure_errors`` maps."""
+    weight = plan.roles[0][1]
     for name, t in fetched.items():
+        if except_weight and name == weight:
+            continue
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{plan.name}: parameter {name} contains non-finite values")
+
+
+@contextlib.contextmanager
+def _measure_errors(plan: LayerPlan) -> Iterator[None]:
+    """A measure's ``ValueError`` (non-finite values, shapes) as a ``CheckpointError``."""
+    try:
+        yield
+    except ValueError as exc:
+        weight = plan.roles[0][1]
+        raise CheckpointError(f"{plan.name}: parameter {weight}: {exc}") from exc
 
 
 def _reference(
@@ -122,11 +140,14 @@ def linear_handler(
 ) -> LayerRow:
     """A weight matrix ``(out, in)``, BatchNorm folded in when one follows it."""
     tensors = _fetch_all(plan, fetch)
-    _check_finite(plan, tensors)
+    _check_finite(plan, tensors, except_weight=True)
     w, b = _folded(plan, tensors)
     ref, ref_note = _reference(plan, fetch_reference, tuple(tensors[plan.roles[0][1]].shape))
     m = _folded(plan, ref)[0] if ref is not None else None
-    norms = matrix_norms(w, reference=m, spectral=opts.spectral, n_iter=opts.n_iter, seed=opts.seed)
+    with _measure_errors(plan):
+        norms = matrix_norms(
+            w, reference=m, spectral=opts.spectral, n_iter=opts.n_iter, seed=opts.seed
+        )
     return LayerRow(
         name=plan.name,
         kind=plan.kind,
@@ -149,14 +170,15 @@ def embedding_handler(
 ) -> LayerRow:
     """An embedding table as stored, ``(entries, dim)`` (size-1 dimensions squeezed)."""
     tensors = _fetch_all(plan, fetch)
-    _check_finite(plan, tensors)
+    _check_finite(plan, tensors, except_weight=True)
     raw = tensors[plan.roles[0][1]]
     table = _f64(raw).reshape([s for s in raw.shape if s != 1] if raw.ndim != 2 else raw.shape)
     ref, ref_note = _reference(plan, fetch_reference, tuple(raw.shape))
     m = _f64(ref[plan.roles[0][1]]).reshape(table.shape) if ref is not None else None
-    norms = matrix_norms(
-        table, reference=m, spectral=opts.spectral, n_iter=opts.n_iter, seed=opts.seed
-    )
+    with _measure_errors(plan):
+        norms = matrix_norms(
+            table, reference=m, spectral=opts.spectral, n_iter=opts.n_iter, seed=opts.seed
+        )
     return LayerRow(
         name=plan.name,
         kind=EMBEDDING,
@@ -366,29 +388,41 @@ def compute_attention(plan: AttentionPlan, fetch: Fetch) -> list[HeadRow]:
     for name, t in (("query", wq), ("key", wk), ("value", wv), ("out", wo)):
         if not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{plan.name}: {name} projection contains non-finite values")
-    qk_heads, v_heads = head_slices(wq.shape[0], plan.heads), head_slices(wv.shape[0], plan.heads)
-    rows = []
-    for h, (hq, hv) in enumerate(zip(qk_heads, v_heads, strict=True)):
-        qk = product_norms(wq[hq].T, wk[hq])
-        vo = product_norms(wo[:, hv], wv[hv])
-        rows.append(
-            HeadRow(
-                block=plan.name,
-                head=h,
-                heads=plan.heads,
-                head_dim=hq.stop - hq.start,
-                qk_spectral_norm=qk[0],
-                qk_frobenius_norm=qk[1],
-                qk_l21_norm=qk[2],
-                vo_spectral_norm=vo[0],
-                vo_frobenius_norm=vo[1],
-                vo_l21_norm=vo[2],
-                query_bias_norm=norm2(None if bq is None else bq[hq]),
-                key_bias_norm=norm2(None if bk is None else bk[hq]),
-                value_bias_norm=norm2(None if bv is None else bv[hv]),
-                logit_bias_norm=norm2(None if bq is None else wk[hq].T @ bq[hq]),
-                value_bias_out_norm=norm2(None if bv is None else wo[:, hv] @ bv[hv]),
-                style=plan.style,
-            )
+    left_qk, right_qk, left_vo, right_vo = head_factors(wq, wk, wv, wo, plan.heads)
+    qk = product_norms(left_qk, right_qk)
+    vo = product_norms(left_vo, right_vo)
+    dh, dv = right_qk.shape[1], right_vo.shape[1]
+
+    def per_head(x: torch.Tensor | None, width: int) -> torch.Tensor | None:
+        return None if x is None else x.reshape(-1, width)
+
+    bq_h, bk_h, bv_h = per_head(bq, dh), per_head(bk, dh), per_head(bv, dv)
+    # Wk[H_h]^T bq[H_h] and Wo[:, H_h] bv[H_h], every head at once
+    logit = None if bq_h is None else (right_qk.mT @ bq_h.unsqueeze(2)).squeeze(2)
+    value_out = None if bv_h is None else (left_vo @ bv_h.unsqueeze(2)).squeeze(2)
+
+    def at(x: torch.Tensor | None, h: int) -> torch.Tensor | None:
+        return None if x is None else x[h]
+
+    rows = [
+        HeadRow(
+            block=plan.name,
+            head=h,
+            heads=plan.heads,
+            head_dim=dh,
+            qk_spectral_norm=qk[0][h],
+            qk_frobenius_norm=qk[1][h],
+            qk_l21_norm=qk[2][h],
+            vo_spectral_norm=vo[0][h],
+            vo_frobenius_norm=vo[1][h],
+            vo_l21_norm=vo[2][h],
+            query_bias_norm=norm2(at(bq_h, h)),
+            key_bias_norm=norm2(at(bk_h, h)),
+            value_bias_norm=norm2(at(bv_h, h)),
+            logit_bias_norm=norm2(at(logit, h)),
+            value_bias_out_norm=norm2(at(value_out, h)),
+            style=plan.style,
         )
+        for h in range(plan.heads)
+    ]
     return rows
