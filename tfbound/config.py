@@ -45,8 +45,19 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("decoder", "factory"): {"factory": None, "kwargs": {}},
 }
 
+#: Fractions of ``delta`` (bound-spec sections 8 and 10.5): finetune = delta_1, mc = delta_mc,
+#: pb = delta_pb (PAC-Bayes), a and b = delta_a and delta_b (hold-out plus disagreement),
+#: test = delta_test (test-set bound), pretext_val = delta_val (held-out pretext interval).
 DEFAULT_DELTA_SHARES: Mapping[str, float] = MappingProxyType(
-    {"finetune": 0.5, "mc": 0.1, "test": 0.2, "pretext_val": 0.2}
+    {
+        "finetune": 0.3,
+        "mc": 0.05,
+        "pb": 0.2,
+        "a": 0.1,
+        "b": 0.1,
+        "test": 0.15,
+        "pretext_val": 0.1,
+    }
 )
 
 
@@ -87,6 +98,8 @@ class DataSpec:
     downstream_test: ArraySource | None = None
     pretrain_train: ArraySource | None = None
     pretrain_val: ArraySource | None = None
+    #: unlabeled downstream inputs, disjoint from S, the test split and everything the encoder saw
+    downstream_unlabeled: ArraySource | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,14 @@ class BoundSpec:
     seed: int = 0
     batch_size: int = 512
     margin_quantile: float = 0.1
+    #: J: the encoder was chosen among J candidates by looking at the labeled sample
+    #: (checkpoints, seeds, settings); delta_1 and delta_mc are then divided by J (spec section 2).
+    encoder_candidates: int = 1
+    #: spec 10.1-10.2: the seeded split of S, the metric's eps and the prior probe's lambda
+    split_seed: int = 0
+    n1_fraction: float = 0.8
+    metric_eps: float = 0.1
+    prior_lam: float = 1e-3
 
     def delta_of(self, share: str) -> float:
         return self.delta * self.delta_shares[share]
@@ -142,7 +163,13 @@ class Config:
         base = self.base
         data = {
             name: src.to_dict(base)
-            for name in ("pretrain_train", "pretrain_val", "downstream_train", "downstream_test")
+            for name in (
+                "pretrain_train",
+                "pretrain_val",
+                "downstream_train",
+                "downstream_test",
+                "downstream_unlabeled",
+            )
             if (src := getattr(self.data, name)) is not None
         }
         bound = {f: getattr(self.bound, f) for f in BoundSpec.__dataclass_fields__}
@@ -309,7 +336,7 @@ def _array_source(name: str, raw: Any, base: Path, path: Path, labeled: bool) ->
 def _data_spec(raw: Any, base: Path, path: Path) -> DataSpec:
     section = _mapping(raw, "'data'", path)
     labeled = {"downstream_train", "downstream_test"}
-    unlabeled = {"pretrain_train", "pretrain_val"}
+    unlabeled = {"pretrain_train", "pretrain_val", "downstream_unlabeled"}
     _no_unknown(section, labeled | unlabeled, "'data'", path)
     if "downstream_train" not in section:
         raise ConfigError("'data' needs 'downstream_train'", path=path)
@@ -377,7 +404,7 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
             shares = _mapping(value, "'bound.delta_shares'", path)
             _no_unknown(shares, set(DEFAULT_DELTA_SHARES), "'bound.delta_shares'", path)
             values[key] = MappingProxyType({**DEFAULT_DELTA_SHARES, **shares})
-        elif key in ("n_draws", "seed", "batch_size"):
+        elif key in ("n_draws", "seed", "batch_size", "encoder_candidates", "split_seed"):
             values[key] = _int(value, f"bound.{key}", path)
         else:
             if not isinstance(value, int | float) or isinstance(value, bool):
@@ -402,6 +429,10 @@ def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
         "bias_const": bound.bias_const > 0,
         "n_draws": bound.n_draws >= 1,
         "batch_size": bound.batch_size >= 1,
+        "encoder_candidates": bound.encoder_candidates >= 1,
+        "n1_fraction": 0 < bound.n1_fraction < 1,
+        "metric_eps": bound.metric_eps > 0,
+        "prior_lam": bound.prior_lam > 0,
         "margin_quantile": 0 < bound.margin_quantile < 1,
     }
     for key, ok in checks.items():

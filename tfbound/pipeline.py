@@ -11,7 +11,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
 from tfbound.bounds.heldout import heldout_terms, tightness_term
+from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_linear
+from tfbound.bounds.tight import (
+    DETERMINISTIC_CERTIFICATES,
+    best_certificate,
+    disagreement_term,
+    observed_gibbs_term,
+    pac_bayes_terms,
+    tightness_terms,
+)
 from tfbound.bounds.margin import (
     MARGIN_SOURCE,
     ROUNDING,
@@ -238,19 +248,26 @@ def estimate(
     config: Config | str | Path,
     *,
     progress: ProgressFn | None = None,
+    transfer: Any = None,
 ) -> Report:
-    """Load the models and data named in ``config`` and compute the itemised bound."""
+    """Load the models and data named in ``config`` and compute the itemised bound.
+
+    ``transfer``: a ``tfbound.bounds.decomposition.TransferInput`` (C and beta) for the excess-risk
+    decomposition of bound-spec 6.2, or None (the decomposition is left out, with the reason).
+    """
     cfg = config if isinstance(config, Config) else load_config(config)
     b = cfg.bound
     deltas = {share: b.delta_of(share) for share in b.delta_shares}
     torch.set_grad_enabled(False)
     try:
-        return _estimate(cfg, deltas, progress)
+        return _estimate(cfg, deltas, progress, transfer)
     finally:
         torch.set_grad_enabled(True)
 
 
-def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None) -> Report:
+def _estimate(
+    cfg: Config, deltas: dict[str, float], progress: ProgressFn | None, transfer: Any = None
+) -> Report:
     b = cfg.bound
     warnings: list[str] = []
     train = load_labeled(cfg.data.downstream_train)
@@ -272,13 +289,16 @@ def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None
     assert train_pass.features is not None
     n = train_pass.features.shape[0]
     c = b.bias_const
+    # An encoder chosen among J candidates by looking at S: every candidate's statement at delta/J.
+    j = b.encoder_candidates
+    delta_1, delta_mc = deltas["finetune"] / j, deltas["mc"] / j
 
     est = rirc_linear(
         train_pass.features,
         1.0,
         n_draws=b.n_draws,
         seed=b.seed,
-        delta_mc=deltas["mc"],
+        delta_mc=delta_mc,
         bias_const=c,
     )
     u_sigma = est.norm_upper * ROUNDING
@@ -306,7 +326,7 @@ def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None
             train.y,
             head_norm,
             u_sigma,
-            delta_1=deltas["finetune"],
+            delta_1=delta_1,
             rho0=b.rho0,
             rirc_factor=factor,
         )
@@ -315,20 +335,77 @@ def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None
             certified_value = 1.0
             bounds.append(_trivial_bound(deltas))
         else:
-            terms += _margin_terms(mb, deltas["finetune"], deltas["mc"])
+            terms += _margin_terms(mb, delta_1, delta_mc)
             terms += _rirc_terms(est, mb, head_kind)
             certified_value = mb.total
-            bounds.append(_certified_bound(mb, deltas))
+            bounds.append(_certified_bound(mb, deltas, j))
             if mb.total >= 1.0:
                 warnings.append(
                     "the certified bound is vacuous (>= 1) for this head and sample size"
                 )
         terms += _capacity_terms(est, head_norm, margins, b.margin_quantile)
 
+    # Section 10: PAC-Bayes with a prior learned on S1, hold-out plus disagreement on a pool.
+    pac: PacBayesResult | None = None
+    theta_aug = _augmented_linear_head(head, c) if isinstance(head, LinearHead) else None
+    if theta_aug is not None:
+        pac = pac_bayes_linear(
+            train_pass.features,
+            train.y,
+            theta_aug,
+            bias_const=c,
+            split_seed=b.split_seed,
+            delta_pb=deltas["pb"] / j,
+            n1_fraction=b.n1_fraction,
+            eps=b.metric_eps,
+            lam=b.prior_lam,
+        )
+        bounds += pac_bayes_terms(pac, confidence=1.0 - deltas["pb"])
+    else:
+        warnings.append(
+            "PAC-Bayes (spec 10.2) certifies linear heads only: for this MLP head the "
+            "deterministic certificate is section 2's (spec 10.4)"
+        )
+    if cfg.data.downstream_unlabeled is not None:
+        if pac is None or theta_aug is None:
+            warnings.append("the disagreement certificate is implemented for linear heads only")
+        else:
+            pool = load_inputs(cfg.data.downstream_unlabeled)
+            _check_pool(pool, cfg, train.x, None if test is None else test.x)
+            pool_pass = _feature_pass(
+                encoder,
+                head,
+                pool,
+                cfg.data.downstream_unlabeled,
+                b.batch_size,
+                True,
+                "features (unlabeled pool)",
+                progress,
+            )
+            assert pool_pass.features is not None
+            dis = disagreement(
+                train_pass.features[pac.idx2],
+                train.y[pac.idx2],
+                pool_pass.features,
+                theta_aug,
+                pac.theta_prior[0],
+                bias_const=c,
+                delta_a=deltas["a"] / j,
+                delta_b=deltas["b"] / j,
+            )
+            bounds.append(disagreement_term(dis, confidence=1.0 - deltas["a"] - deltas["b"]))
+
     test_summary: dict[str, Any] = {}
     if test is not None:
         test_pass = _feature_pass(
-            encoder, head, test.x, test.source, b.batch_size, False, "features (test)", progress
+            encoder,
+            head,
+            test.x,
+            test.source,
+            b.batch_size,
+            pac is not None,
+            "features (test)",
+            progress,
         )
         errors = int(np.sum(test.y * test_pass.scores <= 0))
         m_test = int(test.y.shape[0])
@@ -336,6 +413,9 @@ def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None
         terms += held
         if certified_value is not None:
             terms.append(tightness_term(certified_value, held[1].value or 0.0))
+        if pac is not None and test_pass.features is not None:
+            terms.append(observed_gibbs_term(pac.gibbs_error(test_pass.features, test.y), m_test))
+        terms += tightness_terms(bounds, held[1].value or 0.0)
         test_summary = {
             "m_test": m_test,
             "positives": int(np.sum(test.y > 0)),
@@ -388,6 +468,25 @@ def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None
     elif cfg.pretext is None:
         warnings.append("no pretext section: pre-training terms are left out")
 
+    from tfbound.bounds.decomposition import decomposition_terms
+
+    decomposition, decomposition_warnings = decomposition_terms(
+        terms, n, transfer, encoder_weights=cfg.encoder.weights, bias_const=c
+    )
+    terms += decomposition
+    warnings += decomposition_warnings
+
+    if any(t.key in DETERMINISTIC_CERTIFICATES for t in bounds):
+        spent = {"finetune", "mc"} if head_norm is not None else set()
+        spent |= {"pb"} if pac is not None else set()
+        spent |= {"a", "b"} if any(t.key == "disagreement_bound" for t in bounds) else set()
+        shares = {k: deltas[k] for k in sorted(spent)}
+        best = best_certificate(bounds, sum(shares.values()), shares)
+        bounds.insert(0, best)
+        if test is not None:
+            tsb = next(t for t in terms if t.key == "test_set_bound").value or 0.0
+            terms += tightness_terms([best], tsb)
+
     model = {
         "encoder": {
             "arch": cfg.encoder.arch,
@@ -421,6 +520,26 @@ def _estimate(cfg: Config, deltas: dict[str, float], progress: ProgressFn | None
     )
 
 
+def _augmented_linear_head(head: LinearHead, bias_const: float) -> np.ndarray:
+    """``theta' = (theta, b / c)`` in float64."""
+    theta = head.linear.weight.detach().to(torch.float64).reshape(-1).numpy()
+    b = float(head.linear.bias.detach().to(torch.float64).reshape(()))
+    return np.concatenate([theta, [b / bias_const]])
+
+
+def _check_pool(
+    pool: np.ndarray, cfg: Config, train_x: np.ndarray, test_x: np.ndarray | None
+) -> None:
+    """The unlabeled pool must share no input with S, the test split or the pre-training data."""
+    others = [np.asarray(train_x)]
+    if test_x is not None:
+        others.append(np.asarray(test_x))
+    for src in (cfg.data.pretrain_train, cfg.data.pretrain_val):
+        if src is not None:
+            others.append(np.asarray(load_inputs(src)))
+    check_pool_disjoint(np.asarray(pool), *others)
+
+
 def _rel(path: Path, cfg: Config) -> str:
     try:
         return path.relative_to(cfg.base).as_posix()
@@ -428,7 +547,7 @@ def _rel(path: Path, cfg: Config) -> str:
         return path.as_posix()
 
 
-def _certified_bound(mb: MarginBound, deltas: dict[str, float]) -> Term:
+def _certified_bound(mb: MarginBound, deltas: dict[str, float], n_candidates: int) -> Term:
     best = mb.best
     assert best is not None
     return Term(
@@ -445,14 +564,16 @@ def _certified_bound(mb: MarginBound, deltas: dict[str, float]) -> Term:
             "rho_k_star": best.rho,
             "gamma": mb.gamma,
             "delta_k_star": best.delta_k,
-            "delta_1": deltas["finetune"],
-            "delta_mc": deltas["mc"],
+            "delta_1": mb.delta_1,
+            "delta_mc": deltas["mc"] / n_candidates,
+            "encoder_candidates": n_candidates,
             "rho0": mb.rho0,
             "cells_scanned": mb.n_cells,
             "head_norm": mb.head_norm,
             "vacuous": best.total >= 1.0,
             "assumes": "encoder, feature map, c, rho0, K and seed fixed independently of the "
-            "labeled sample; features in eval mode",
+            "labeled sample (or chosen among encoder_candidates J of them, each at delta/J); "
+            "features in eval mode",
         },
     )
 

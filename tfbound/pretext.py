@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -59,7 +60,7 @@ class MaskedAutoencoderTask:
             raise ValueError(f"mask_ratio must lie in (0, 1), got {self.mask_ratio}")
 
     def n_drop(self, num_patches: int) -> int:
-        n_drop = int(self.mask_ratio * num_patches)
+        n_drop = math.floor(self.mask_ratio * num_patches + 1e-9)  # floor(r P), rounding-safe
         if not 0 < n_drop < num_patches:
             raise ValueError(
                 f"mask_ratio {self.mask_ratio} drops {n_drop} of {num_patches} patches"

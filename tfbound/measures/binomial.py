@@ -68,7 +68,7 @@ def clopper_pearson_upper(k: int, m: int, delta: float) -> float:
         raise ValueError(f"delta must lie in (0, 1), got {delta}")
     if k == m:
         return 1.0
-    _, hi = _bisect(lambda p: binomial_cdf(k, m, p) >= delta, k / m, 1.0)
+    _, hi = _bisect(lambda p: binomial_cdf(k, m, p) >= delta, 0.0, 1.0)
     return hi
 
 
@@ -80,7 +80,7 @@ def clopper_pearson_lower(k: int, m: int, delta: float) -> float:
     if k == 0:
         return 0.0
     # P(Bin >= k) = 1 - P(Bin <= k - 1) is increasing in p; the smallest p where it reaches delta.
-    lo, _ = _bisect(lambda p: 1.0 - binomial_cdf(k - 1, m, p) < delta, 0.0, k / m)
+    lo, _ = _bisect(lambda p: 1.0 - binomial_cdf(k - 1, m, p) < delta, 0.0, 1.0)
     return lo
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfbound.render.text import fmt, fmt_interval, ordered_terms
+from tfbound.render.text import fmt, fmt_interval, ordered_bounds, ordered_terms, tightness_of
 
 
 def _cell(text: str) -> str:
@@ -13,14 +13,34 @@ def _cell(text: str) -> str:
 
 def report_markdown(report: dict[str, Any]) -> str:
     lines = ["## tfbound estimate", ""]
-    for key, total in sorted(report["bounds"].items()):
-        conf = total.get("confidence")
+    ordered = ordered_bounds(report)
+    if ordered:
+        lead = ordered[0]
+        conf = lead.get("confidence")
         suffix = f" (probability >= {fmt(conf)})" if conf is not None else ""
-        lines.append(f"**{key}: {fmt(total['value'])}**{suffix}  ")
+        chosen = lead.get("details", {}).get("chosen")
+        via = f", from `{chosen}`" if chosen else ""
+        lines.append(f"**{lead['key']}: {fmt(lead['value'])}**{suffix}{via}  ")
     terms = report["terms"]
-    for key in ("observed_test_error", "test_set_bound", "tightness"):
-        if key in terms:
-            lines.append(f"{key}: {fmt(terms[key]['value'])}  ")
+    held = [
+        f"{k}: {fmt(terms[k]['value'])}"
+        for k in ("observed_test_error", "test_set_bound")
+        if k in terms
+    ]
+    if held:
+        lines.append("held out: " + ", ".join(held) + "  ")
+    if ordered:
+        lines += [
+            "",
+            "| certificate | value | probability | tightness | quantity | formula |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        for total in ordered:
+            lines.append(
+                f"| `{total['key']}` | {fmt(total['value'])} | {fmt(total.get('confidence'))} "
+                f"| {fmt(tightness_of(report, total['key']))} | {total['quantity']} "
+                f"| {_cell(total['formula'])} |"
+            )
     lines += [
         "",
         "| key | value | interval | status | quantity | formula |",

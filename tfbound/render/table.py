@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tfbound.render.text import fmt, fmt_interval, ordered_terms
+from tfbound.render.text import fmt, fmt_interval, ordered_bounds, ordered_terms, tightness_of
 
 _STATUS_STYLE = {
     "certified": "green",
@@ -29,45 +29,69 @@ def _bar(value: float | None, total: float | None, width: int = 12) -> str:
 def report_table(report: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = []
     bounds = report["bounds"]
-    headline = Text()
-    for key, total in sorted(bounds.items()):
-        headline.append(f"{key} = {fmt(total['value'])}", style="bold green")
-        if total.get("confidence") is not None:
-            headline.append(f"  (holds with probability >= {fmt(total['confidence'])})")
-        headline.append("\n")
     terms = report["terms"]
-    for key in ("observed_test_error", "test_set_bound", "tightness"):
-        if key in terms:
-            headline.append(f"{key} = {fmt(terms[key]['value'])}   ")
-    parts.append(headline)
+    ordered = ordered_bounds(report)
+    if ordered:
+        lead = ordered[0]
+        headline = Text(f"{lead['key']} = {fmt(lead['value'])}", style="bold green")
+        if lead.get("confidence") is not None:
+            headline.append(f"  (holds with probability >= {fmt(lead['confidence'])})", style="")
+        chosen = lead.get("details", {}).get("chosen")
+        if chosen:
+            headline.append(f"  from {chosen}", style="")
+        parts.append(headline)
+    held = [
+        f"{k} = {fmt(terms[k]['value'])}"
+        for k in ("observed_test_error", "test_set_bound")
+        if k in terms
+    ]
+    if held:
+        parts.append(Text("held out: " + "   ".join(held)))
+    certs = Table(title="certificates", title_justify="left")
+    for col in ("certificate", "value", "probability", "tightness", "quantity", "source"):
+        certs.add_column(col, overflow="fold", no_wrap=col != "source")
+    for total in ordered:
+        certs.add_row(
+            Text(total["key"], style="bold" if total is ordered[0] else ""),
+            fmt(total["value"]),
+            fmt(total.get("confidence")),
+            fmt(tightness_of(report, total["key"])),
+            Text(total["quantity"]),
+            Text(total["source"]),
+        )
+    if ordered:
+        parts.append(certs)
 
-    table = Table(title="the bound term by term", title_justify="left", expand=False)
+    table = Table(
+        title="the section-2 bound term by term, and every other number", title_justify="left"
+    )
     table.add_column("key", no_wrap=True)
     table.add_column("value", no_wrap=True, justify="right")
     table.add_column("share", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("formula", overflow="fold", min_width=24)
-    certified_total = next(iter(bounds.values()))["value"] if bounds else None
-    summed = {k for b in bounds.values() for k in b.get("components", [])}
+    section2 = bounds.get("certified_test_error_bound")
+    certified_total = section2["value"] if section2 else None
+    summed = set(section2.get("components", [])) if section2 else set()
     for term in ordered_terms(report):
         share = _bar(term["value"], certified_total) if term["key"] in summed else ""
         value = fmt(term["value"])
         interval = fmt_interval(term)
         status = term["status"]
         table.add_row(
-            term["key"],
-            f"{value}\n{interval}" if interval else value,
+            Text(term["key"]),
+            Text(f"{value}\n{interval}" if interval else value),
             share,
             Text(status, style=_STATUS_STYLE.get(status, "")),
-            term["formula"],
+            Text(term["formula"]),
         )
-    for key, total in sorted(bounds.items()):
+    if section2:
         table.add_row(
-            Text(key, style="bold"),
-            Text(fmt(total["value"]), style="bold"),
+            Text(section2["key"], style="bold"),
+            Text(fmt(section2["value"]), style="bold"),
             "",
-            Text(total["status"], style=_STATUS_STYLE.get(total["status"], "")),
-            total["formula"],
+            Text(section2["status"], style=_STATUS_STYLE.get(section2["status"], "")),
+            Text(section2["formula"]),
         )
     parts.append(table)
     deltas = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(report["deltas"].items()))

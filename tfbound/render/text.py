@@ -34,3 +34,32 @@ def ordered_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
         first += [k for k in total.get("components", []) if k in terms and k not in first]
     rest = sorted(k for k in terms if k not in first)
     return [terms[k] for k in (*first, *rest)]
+
+
+#: Reading order of the certificates: the best first, then each route, then the Gibbs bound.
+CERTIFICATE_ORDER = (
+    "best_certified_test_error_bound",
+    "disagreement_bound",
+    "pac_bayes_deterministic_bound",
+    "certified_test_error_bound",
+    "pac_bayes_gibbs_bound",
+)
+
+
+def ordered_bounds(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's bounds, best certificate first, unknown keys last by name."""
+    bounds: dict[str, dict[str, Any]] = report["bounds"]
+    known = [k for k in CERTIFICATE_ORDER if k in bounds]
+    rest = sorted(k for k in bounds if k not in CERTIFICATE_ORDER)
+    return [bounds[k] for k in (*known, *rest)]
+
+
+def tightness_of(report: dict[str, Any], key: str) -> Any:
+    """The held-out tightness term that belongs to a certificate, or None."""
+    terms = report["terms"]
+    if key == "certified_test_error_bound":
+        name = "tightness"
+    else:
+        name = "tightness_" + key.removesuffix("_bound").removesuffix("_test_error")
+    term = terms.get(name)
+    return None if term is None else term["value"]
