@@ -1,4 +1,4 @@
-"""The bundled sample models: the certificate holds on their held-out split."""
+"""The bundled sample models: every certificate holds on their held-out split."""
 
 from __future__ import annotations
 
@@ -7,27 +7,59 @@ from pathlib import Path
 import pytest
 
 import tfbound
+from tfbound.bounds.tight import DETERMINISTIC_CERTIFICATES
 from tfbound.measures.binomial import clopper_pearson_lower
+from tfbound.report import Report
 
 ROOT = Path(__file__).resolve().parents[1] / "sample_models"
 
 
-@pytest.mark.parametrize("name", ["ce_mlp", "mae_vit"])
-def test_certified_bound_holds_on_held_out_data(name: str) -> None:
-    report = tfbound.estimate(ROOT / name)
-    bound = report.get("certified_test_error_bound")
+@pytest.fixture(scope="module", params=["ce_mlp", "mae_vit"])
+def report(request: pytest.FixtureRequest) -> Report:
+    return tfbound.estimate(ROOT / request.param)
+
+
+def _value(report: Report, key: str) -> float:
+    term = report.get(key)
+    assert term is not None and term.value is not None, key
+    return term.value
+
+
+def test_every_deterministic_certificate_holds_on_held_out_data(report: Report) -> None:
     observed = report.get("observed_test_error")
-    test_bound = report.get("test_set_bound")
-    assert bound is not None and observed is not None and test_bound is not None
-    assert bound.value is not None and observed.value is not None
-    errors = observed.details["errors"]
-    m_test = observed.details["m_test"]
-    # The certificate is at least the observed error and at least its Clopper-Pearson lower limit.
-    assert bound.value >= observed.value
-    assert bound.value >= clopper_pearson_lower(errors, m_test, 0.001)
-    assert test_bound.value is not None and test_bound.value >= observed.value
-    assert bound.value == pytest.approx(
-        sum(report.get(k).value for k in bound.components)  # type: ignore[union-attr]
+    assert observed is not None and observed.value is not None
+    cp_lower = clopper_pearson_lower(observed.details["errors"], observed.details["m_test"], 0.001)
+    present = [k for k in DETERMINISTIC_CERTIFICATES if report.get(k) is not None]
+    assert set(present) == set(DETERMINISTIC_CERTIFICATES)  # both sample configs have a pool
+    for key in (*present, "best_certified_test_error_bound"):
+        assert _value(report, key) >= observed.value
+        assert _value(report, key) >= cp_lower
+    assert _value(report, "test_set_bound") >= observed.value
+    # The Gibbs certificate bounds the stochastic head, checked against its own test error.
+    assert _value(report, "pac_bayes_gibbs_bound") >= _value(report, "observed_gibbs_test_error")
+
+
+def test_section_2_total_is_the_sum_of_its_certified_terms(report: Report) -> None:
+    bound = report.get("certified_test_error_bound")
+    assert bound is not None and bound.components
+    parts = [report.get(k) for k in bound.components]
+    assert all(p is not None and p.status.value == "certified" for p in parts)
+    assert _value(report, "certified_test_error_bound") == pytest.approx(
+        sum(p.value for p in parts if p is not None and p.value is not None), rel=1e-12
     )
+
+
+def test_best_certificate_is_the_minimum_with_the_summed_confidence(report: Report) -> None:
+    best = report.get("best_certified_test_error_bound")
+    assert best is not None and best.confidence is not None
+    assert not best.components  # a minimum, never a sum
+    assert best.value == min(_value(report, k) for k in DETERMINISTIC_CERTIFICATES)
+    d = report.deltas
+    spent = d["finetune"] + d["mc"] + d["pb"] + d["a"] + d["b"]
+    assert best.confidence == pytest.approx(1 - spent)
+    assert sum(v for k, v in d.items() if k != "delta") == pytest.approx(d["delta"])
+
+
+def test_pretext_terms_present(report: Report) -> None:
     keys = {t.key for t in report.terms}
     assert {"pretrain_empirical_risk", "pretrain_generalization_gap", "rirc", "rirc_term"} <= keys
