@@ -148,6 +148,21 @@ def test_layers_compared_when_both_reports_have_them() -> None:
     assert not only_one.deltas and "only the baseline has per-layer rows" in only_one.notes[0]
 
 
+def test_inspect_json_is_read_as_layer_rows(tmp_path: Path) -> None:
+    def inspect(v: float) -> dict[str, Any]:
+        norm = {"value": v, "status": "certified", "method": "gram_eigvalsh"}
+        row = {"name": "net.0", "kind": "linear", "n_params": 8, "spectral_norm": norm}
+        return {"kind": "tfbound.inspect", "schema_version": 1, "layers": [row]}
+
+    a = read_report(write(tmp_path, "a.json", inspect(2.0)))
+    b = read_report(write(tmp_path, "b.json", inspect(3.0)))
+    assert a["terms"] == {} and a["bounds"] == {}
+    by = {d.key: d for d in compare_reports(a, b).deltas}
+    assert by["layers.net.0.spectral_norm"].relative == 0.5
+    assert by["layers.net.0.n_params"].relative == 0.0
+    assert "layers.net.0.kind" not in by
+
+
 def test_notes_on_config_changes_and_a_moved_grid_cell() -> None:
     base = report({"certified_test_error_bound": 0.5})
     cand = report({"certified_test_error_bound": 0.5}, config={"bound": {"delta": 0.1}})

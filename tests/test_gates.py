@@ -497,3 +497,39 @@ def test_step_summary_is_appended(saved: dict[str, Any], tmp_path: Path) -> None
     assert "## tfbound estimate" in text and "## tfbound gates: ✅" in text
     code, _, err = run("check", str(saved["path"]), env={"GITHUB_STEP_SUMMARY": str(tmp_path)})
     assert code == 0 and "cannot append" in err  # a summary that cannot be written only warns
+
+
+def inspect_json(spectral: dict[str, float | None]) -> dict[str, Any]:
+    """The shape of ``tfbound inspect --format json``: measures as {value, status, method}."""
+    return {
+        "kind": "tfbound.inspect",
+        "schema_version": 1,
+        "layers": [
+            {
+                "name": name,
+                "kind": "linear",
+                "n_params": 10,
+                "spectral_norm": None
+                if v is None
+                else {"value": v, "status": "certified", "method": "gram_eigvalsh"},
+            }
+            for name, v in spectral.items()
+        ],
+    }
+
+
+def test_layer_gates_on_an_inspect_json(tmp_path: Path) -> None:
+    path = tmp_path / "inspect.json"
+    path.write_text(json.dumps(inspect_json({"encoder.net.0": 3.19, "encoder.net.2": 2.0})))
+    ok = gates_file(tmp_path, {"layers.encoder.*.spectral_norm": "<= 3.19"})
+    code, out, _ = run("check", str(path), "--gates", ok)
+    assert code == 0 and "closest: encoder.net.0" in out
+    tight = gates_file(tmp_path, {"layers.encoder.*.spectral_norm": "< 3.19"})
+    code, out, _ = run("check", str(path), "--gates", tight, "-f", "json")
+    assert code == 1 and json.loads(out)["gates"][0]["subject"] == "encoder.net.0"
+    term_gate = gates_file(tmp_path, {"capacity_ratio": "<= 1"})
+    code, _, err = run("check", str(path), "--gates", term_gate)
+    assert code == 3 and "no term 'capacity_ratio'" in err
+    path.write_text(json.dumps({**inspect_json({}), "schema_version": 2}))
+    code, _, err = run("check", str(path), "--gates", ok)
+    assert code == 3 and "inspect schema version 2 cannot be read" in err

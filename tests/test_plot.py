@@ -84,6 +84,10 @@ def test_plot_usage_and_input_errors(reports: list[str], tmp_path: Path) -> None
     bad.write_text('{"hello": 1}')
     code, _, err = run("plot", str(bad), "-o", str(out))
     assert code == 3 and "not a tfbound report" in err
+    inspect = tmp_path / "inspect.json"
+    inspect.write_text('{"kind": "tfbound.inspect", "schema_version": 1, "layers": []}')
+    code, _, err = run("plot", str(inspect), "-o", str(out))
+    assert code == 3 and "no terms to draw" in err
     code, _, err = run("plot", reports[0], "-o", str(tmp_path / "none" / "x.png"))
     assert code == 3 and "folder does not exist" in err
     assert not out.exists()

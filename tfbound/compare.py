@@ -3,7 +3,8 @@
 ``read_report`` is the one door through which ``check``, ``compare`` and ``plot`` read a JSON
 report: a report of the same schema major version is read (older or newer minor versions
 included); another major version, or JSON that is not a report, is refused with a message that
-says what was found.
+says what was found. A ``tfbound inspect`` JSON (kind ``tfbound.inspect``) is read as a report
+with layer rows and no terms, so that layer gates and layer comparisons work on it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from tfbound.errors import InputError
 from tfbound.report import SCHEMA_VERSION
 
 SECTIONS = ("bounds", "terms")
+INSPECT_KIND = "tfbound.inspect"  # ``tfbound inspect --format json``: layer rows only
+INSPECT_MAJOR = "1"
 
 
 def _major(version: str) -> str:
@@ -39,6 +42,8 @@ def read_report(path: str | Path) -> dict[str, Any]:
 
 def check_report(data: Any, path: str | Path | None = None) -> dict[str, Any]:
     """Validate the envelope of a report already parsed from JSON."""
+    if isinstance(data, dict) and data.get("kind") == INSPECT_KIND:
+        return _check_inspect(data, path)
     if not isinstance(data, dict) or "schema_version" not in data:
         raise InputError(
             "not a tfbound report (a JSON object with 'schema_version', 'terms' and 'bounds'; "
@@ -72,6 +77,23 @@ def check_report(data: Any, path: str | Path | None = None) -> dict[str, Any]:
     ):
         raise InputError("'layers' must be a list of objects with a 'name'", path=path)
     return data
+
+
+def _check_inspect(data: dict[str, Any], path: str | Path | None) -> dict[str, Any]:
+    """A ``tfbound inspect`` JSON (its own schema, major version 1): layer rows, no terms."""
+    version = str(data.get("schema_version"))
+    if version.split(".", 1)[0] != INSPECT_MAJOR:
+        raise InputError(
+            f"inspect schema version {version} cannot be read by this tfbound "
+            f"(it reads {INSPECT_MAJOR}.x)",
+            path=path,
+        )
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("name"), str) for r in layers
+    ):
+        raise InputError("'layers' must be a list of objects with a 'name'", path=path)
+    return {**data, "terms": {}, "bounds": {}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,12 +208,19 @@ def _term_rows(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[Delta]:
     return rows
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _numeric_columns(row: Mapping[str, Any]) -> dict[str, float | None]:
-    return {
-        k: v
-        for k, v in row.items()
-        if k != "name" and (v is None or (isinstance(v, int | float) and not isinstance(v, bool)))
-    }
+    """A layer row's numbers: plain numbers, and inspect-style ``{value, status, method}``."""
+    out: dict[str, float | None] = {}
+    for k, v in row.items():
+        if isinstance(v, Mapping) and "value" in v:
+            v = v["value"]
+        if k != "name" and (v is None or _is_number(v)):
+            out[k] = v
+    return out
 
 
 def _layer_rows(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[Delta]:

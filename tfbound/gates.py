@@ -4,7 +4,8 @@ A gate maps a target to a condition string. Targets:
 
 - a term or bound key of the report (``certified_test_error_bound``, ``capacity_ratio``, ...);
 - ``layers.<glob>.<measure>``: every row of the report's ``layers`` list whose ``name`` matches
-  the glob (``fnmatch``; ``*`` also matches dots) must satisfy the condition on ``<measure>``.
+  the glob (``fnmatch``; ``*`` also matches dots) must satisfy the condition on ``<measure>``
+  (a number, or an inspect-style ``{"value": ..., "status": ...}`` object).
 
 Conditions (``OP`` one of ``<=``, ``<``, ``>=``, ``>``, ``==``):
 
@@ -368,6 +369,8 @@ def _replace_reason(result: GateResult, reason: str) -> GateResult:
 
 
 def _number_or_none(raw: Any, what: str) -> float | None:
+    if isinstance(raw, Mapping) and "value" in raw:  # a layer measure: {value, status, method}
+        raw = raw["value"]
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int | float):

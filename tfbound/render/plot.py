@@ -102,6 +102,9 @@ def plot_reports(
     reports: Sequence[tuple[str, dict[str, Any]]], path: str | Path, title: str | None = None
 ) -> None:
     """Draw ``[(label, report_dict), ...]`` into ``path`` (written to a temporary file, renamed)."""
+    for label, rep in reports:
+        if not rep.get("terms") and not rep.get("bounds"):
+            raise InputError(f"{label}: the report has no terms to draw (an inspect report?)")
     plt = require_matplotlib()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
