@@ -1,0 +1,455 @@
+"""``run_transfer(config) -> TransferReport``: the family, E_U and E_T per member, the fit.
+
+Data (bound-spec 6.2):
+
+- the decoder is refitted on ``pretrain_train`` (features of the corrupted inputs, MAE masks from
+  the pretext seed, as ``tfbound estimate`` draws them);
+- ``pretrain_val`` (held out; masks from the pretext seed + 1) is split, seeded, into a
+  *reference* part, on which the reference member (least refit pretext risk: the family's
+  pre-training optimum) is chosen, and an *estimate* part, on which
+  ``E_U(h_j) = risk_j - risk_ref`` is estimated (separate parts: no winner's curse);
+- the probe is fitted on ``downstream_train`` and ``E_T(h_j) = risk_j - risk_ref`` is estimated
+  on the held-out labeled split (``downstream_test`` unless configured).
+
+Both are paired per-example differences with a normal interval at ``level``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tfbound.bounds.margin import linear_head_norm, relu_path_norm
+from tfbound.config import PretextSpec
+from tfbound.errors import ConfigError, DataError
+from tfbound.io.datasets import load_inputs, load_labeled
+from tfbound.models.build import build_head, build_module, feature_dim_of
+from tfbound.models.heads import LinearHead, MLPHead
+from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask, PretextTask
+from tfbound.terms import Status, Term
+from tfbound.transfer.config import TransferConfig, load_transfer_config
+from tfbound.transfer.excess import (
+    ExcessEstimate,
+    decoder_predict,
+    fit_configured_decoder,
+    fit_probe,
+    fit_ridge_decoder,
+    paired_excess,
+    pretext_losses,
+    ramp_losses,
+    ridge_predict,
+)
+from tfbound.transfer.family import build_members, describe_family, materialise
+from tfbound.transfer.features import clean_features, corrupted_features, draw_masks
+from tfbound.transfer.fit import TransferFit, fit_transfer
+from tfbound.transfer.report import TransferReport
+
+ProgressFn = Callable[[str, int, int], None]
+
+FIT_SOURCE = (
+    "bound-spec 6.2: errors-in-variables log-log fit, bootstrap by run, envelope "
+    "C(beta) = max_j E_T/E_U^beta at a beta fixed in advance"
+)
+EXCESS_SOURCE = "bound-spec 6.2: paired per-example differences against the reference member"
+
+
+def pretext_task(spec: PretextSpec) -> PretextTask:
+    if spec.kind == "ce":
+        assert spec.image_shape is not None and spec.block is not None
+        try:
+            return ContextEncoderTask(spec.image_shape, spec.block)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    assert spec.mask_ratio is not None
+    return MaskedAutoencoderTask(spec.mask_ratio)
+
+
+def sha256_of(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _excess_dict(e: ExcessEstimate) -> dict[str, Any]:
+    return {"value": e.value, "stderr": e.stderr, "interval": list(e.interval), "m": e.m}
+
+
+def run_transfer(
+    config: TransferConfig | str | Path, *, progress: ProgressFn | None = None
+) -> TransferReport:
+    """Build the family of ``config``, estimate ``E_U`` and ``E_T`` per member, fit (C, beta)."""
+    cfg = config if isinstance(config, TransferConfig) else load_transfer_config(config)
+    base = cfg.base
+    assert base.pretext is not None and base.decoder is not None
+    assert base.data.pretrain_train is not None and base.data.pretrain_val is not None
+    assert cfg.heldout is not None
+    warnings: list[str] = []
+    batch = base.bound.batch_size
+    c = base.bound.bias_const
+
+    pre_x = np.asarray(load_inputs(base.data.pretrain_train))
+    val_x = np.asarray(load_inputs(base.data.pretrain_val))
+    down = load_labeled(base.data.downstream_train)
+    held = load_labeled(cfg.heldout)
+    for name, arr in (("pretrain_train", pre_x), ("pretrain_val", val_x)):
+        if not np.isfinite(arr).all():
+            raise DataError(f"inputs of {name} contain NaN or Inf")
+
+    encoder = build_module(base.encoder)
+    d = feature_dim_of(encoder, torch.from_numpy(np.asarray(down.x[:1], dtype=np.float32)))
+    head = build_head(base.head, d)
+    if cfg.probe.radius is not None:
+        radius, radius_source = cfg.probe.radius, "transfer.probe.radius (fixed in the config)"
+    elif isinstance(head, LinearHead):
+        radius = linear_head_norm(head, c)
+        radius_source = (
+            "the configured head's ||(theta, b/c)|| (read from a head fitted on the labeled "
+            "sample: not fixed in advance)"
+        )
+    else:
+        assert isinstance(head, MLPHead)
+        radius = relu_path_norm(head, c)
+        radius_source = "the configured MLP head's path norm (the probe is a linear head)"
+        warnings.append(
+            "the head is an MLP: E_T uses a linear probe with radius the head's path norm"
+        )
+    task = pretext_task(base.pretext)
+    box = base.pretext.box
+    masks_tr = draw_masks(task, encoder, pre_x, base.pretext.seed)
+    masks_va = draw_masks(task, encoder, val_x, base.pretext.seed + 1)
+    for masks, name in ((masks_tr, "pretrain_train"), (masks_va, "pretrain_val")):
+        counted = masks.targets[masks.mask > 0]
+        if counted.size and (counted.min() < box[0] or counted.max() > box[1]):
+            raise DataError(f"pretext targets of {name} leave the box [{box[0]}, {box[1]}]")
+
+    n_val = val_x.shape[0]
+    order = np.random.default_rng(cfg.seed).permutation(n_val)
+    n_ref = int(round(cfg.reference_fraction * n_val))
+    if not 2 <= n_ref <= n_val - 2:
+        raise ConfigError(
+            f"pretrain_val has {n_val} examples: too few to split into a reference part and an "
+            "estimate part of at least 2 each",
+            path=cfg.path,
+        )
+    ref_idx, est_idx = np.sort(order[:n_ref]), np.sort(order[n_ref:])
+
+    members = build_members(cfg.family)
+    pre_losses: list[np.ndarray] = []
+    probe_losses: list[np.ndarray] = []
+    probe_train: list[float] = []
+    for j, member in enumerate(members):
+        enc = materialise(member, encoder)
+        z_tr = corrupted_features(task, enc, pre_x, masks_tr, batch)
+        z_va = corrupted_features(task, enc, val_x, masks_va, batch)
+        if cfg.decoder_refit.kind == "ridge":
+            w = fit_ridge_decoder(z_tr, masks_tr.targets, masks_tr.mask, cfg.decoder_refit.ridge)
+            pred = ridge_predict(z_va, w)
+        else:
+            dec = fit_configured_decoder(
+                build_module(base.decoder),
+                z_tr,
+                masks_tr.targets,
+                masks_tr.mask,
+                steps=cfg.decoder_refit.steps,
+                lr=cfg.decoder_refit.lr,
+                seed=cfg.seed,
+            )
+            pred = decoder_predict(dec, z_va, masks_va.targets.shape)
+        pre_losses.append(pretext_losses(pred, masks_va.targets, masks_va.mask, box))
+        zd_tr = clean_features(enc, np.asarray(down.x), batch)
+        zd_te = clean_features(enc, np.asarray(held.x), batch)
+        probe = fit_probe(
+            zd_tr,
+            down.y,
+            radius=radius,
+            bias_const=c,
+            logistic_steps=cfg.probe.logistic_steps,
+            ramp_steps=cfg.probe.ramp_steps,
+        )
+        probe_losses.append(ramp_losses(probe.scores(zd_te), held.y))
+        probe_train.append(probe.train_ramp_risk)
+        if progress is not None:
+            progress("family members", j + 1, len(members))
+
+    ref = int(np.argmin([float(losses[ref_idx].mean()) for losses in pre_losses]))
+    e_u = [paired_excess(pl[est_idx], pre_losses[ref][est_idx], cfg.level) for pl in pre_losses]
+    e_t = [paired_excess(pl, probe_losses[ref], cfg.level) for pl in probe_losses]
+    others = [j for j in range(len(members)) if j != ref]
+    fit = fit_transfer(
+        [e_u[j].value for j in others],
+        [e_t[j].value for j in others],
+        e_u_se=[e_u[j].stderr for j in others],
+        e_t_se=[e_t[j].stderr for j in others],
+        runs=[members[j].run for j in others],
+        beta_fixed=cfg.fit.beta,
+        beta_grid=cfg.fit.beta_grid,
+        noise_floor_z=cfg.fit.noise_floor_z,
+        level=cfg.level,
+        n_boot=cfg.fit.n_boot,
+        seed=cfg.seed,
+    )
+    warnings += list(fit.warnings)
+    if ref != 0 or members[0].kind != "base":
+        warnings.append(
+            f"the reference (least refit pretext risk on the reference part) is "
+            f"'{members[ref].name}', not the configured encoder"
+        )
+
+    used_of = {j: fit.used[i] for i, j in enumerate(others)}
+    member_rows = []
+    for j, member in enumerate(members):
+        row = member.describe(cfg.path.parent)
+        left_out = None
+        if j == ref:
+            left_out = "reference"
+        elif not used_of[j]:
+            left_out = (
+                "not positive"
+                if e_u[j].value <= 0 or e_t[j].value <= 0
+                else "inside the noise floor"
+            )
+        row.update(
+            pretext_risk_reference_part=float(pre_losses[j][ref_idx].mean()),
+            pretext_risk_estimate_part=float(pre_losses[j][est_idx].mean()),
+            probe_train_risk=probe_train[j],
+            probe_heldout_risk=float(probe_losses[j].mean()),
+            e_u=_excess_dict(e_u[j]),
+            e_t=_excess_dict(e_t[j]),
+            reference=j == ref,
+            used_in_fit=bool(used_of.get(j, False)),
+            left_out=left_out,
+        )
+        member_rows.append(row)
+
+    fit_dict = _fit_dict(fit, [members[j].name for j in others])
+    terms = _fit_terms(fit, cfg.level)
+    base_j = next((j for j, m in enumerate(members) if m.kind == "base"), None)
+    if base_j is not None:
+        terms += _base_terms(e_u[base_j], e_t[base_j], fit, cfg.level, base_j == ref)
+    if cfg.heterogeneity.tv_upper is not None:
+        terms.append(
+            Term(
+                key="tv_upper_assumed",
+                value=cfg.heterogeneity.tv_upper,
+                status=Status.ASSUMED,
+                quantity="tv_distance_upper_bound",
+                formula="an upper bound on TV(U, T) supplied by the user (not measurable from "
+                "samples)",
+                source="transfer.heterogeneity.tv_upper",
+            )
+        )
+    if cfg.heterogeneity.enabled:
+        from tfbound.heterogeneity import heterogeneity_terms  # imports transfer.features
+
+        if cfg.heterogeneity.downstream == "downstream_train":
+            het_x = np.asarray(down.x)
+        elif base.data.downstream_test is not None:
+            het_x = np.asarray(load_inputs(base.data.downstream_test))
+        else:
+            het_x = np.asarray(held.x)
+        terms += heterogeneity_terms(
+            encoder,
+            task,
+            val_x,
+            het_x,
+            delta_tv=cfg.heterogeneity.delta_tv,
+            n_permutations=cfg.heterogeneity.n_permutations,
+            seed=cfg.seed,
+            mask_seed=base.pretext.seed + 1,
+            batch_size=batch,
+            labels=("pretrain_val", cfg.heterogeneity.downstream),
+        )
+
+    transfer_meta = {
+        "probe_radius": radius,
+        "probe_radius_source": radius_source,
+        "probe_loss": "ramp phi_1(y f), f linear with ||(theta, b/c)|| <= probe_radius",
+        "bias_const": c,
+        "level": cfg.level,
+        "beta_fixed": cfg.fit.beta,
+        "decoder_refit": cfg.decoder_refit.kind,
+        "base_encoder_sha256": sha256_of(base.encoder.weights),
+        "pretext": base.pretext.kind,
+        "pretext_box": list(box),
+        "pretext_D": masks_va.n_counted,
+    }
+    data = {
+        "pretrain_train": {"N": int(pre_x.shape[0]), "use": "decoder refit"},
+        "pretrain_val": {
+            "N_val": int(n_val),
+            "reference_part": int(ref_idx.size),
+            "estimate_part": int(est_idx.size),
+            "use": "reference choice (reference part) and E_U (estimate part)",
+        },
+        "downstream_train": {"n": int(down.y.size), "use": "probe fit"},
+        "heldout": {"name": cfg.heldout_name, "m": int(held.y.size), "use": "E_T"},
+    }
+    reference = {
+        "name": members[ref].name,
+        "index": ref,
+        "chosen_on": f"pretrain_val reference part ({ref_idx.size} examples): least refit "
+        "pretext risk",
+        "pretext_risk_estimate_part": float(pre_losses[ref][est_idx].mean()),
+        "probe_heldout_risk": float(probe_losses[ref].mean()),
+    }
+    return TransferReport(
+        config=base.to_dict(),
+        transfer={**cfg.to_dict(), **transfer_meta},
+        family=describe_family(members, cfg.path.parent, cfg.family),
+        data=data,
+        reference=reference,
+        members=tuple(member_rows),
+        fit=fit_dict,
+        terms=tuple(terms),
+        warnings=tuple(warnings),
+    )
+
+
+def _fit_dict(fit: TransferFit, names: list[str]) -> dict[str, Any]:
+    consistent_half = (
+        None
+        if fit.beta_interval is None
+        else bool(fit.beta_interval[0] <= 0.5 <= fit.beta_interval[1])
+    )
+    return {
+        "method": fit.method,
+        "error_ratio": fit.error_ratio,
+        "beta": fit.beta,
+        "beta_interval": None if fit.beta_interval is None else list(fit.beta_interval),
+        "c": fit.c,
+        "c_interval": None if fit.c_interval is None else list(fit.c_interval),
+        "level": fit.level,
+        "beta_interval_contains_half": consistent_half,
+        "identifiable": fit.identifiable,
+        "e_u_span_decades": fit.e_u_span_decades,
+        "n_points": fit.n_points,
+        "n_used": fit.n_used,
+        "left_out": dict(fit.excluded),
+        "noise_floor_z": fit.noise_floor_z,
+        "bootstrap": {
+            "unit": fit.bootstrap_unit,
+            "n_units": fit.n_units,
+            "n_boot": fit.n_boot,
+            "n_boot_valid": fit.n_boot_valid,
+        },
+        "beta_fixed": fit.beta_fixed,
+        "c_envelope": fit.c_envelope,
+        "envelope_member": None if fit.envelope_member is None else names[fit.envelope_member],
+        "envelope_grid": [[b, c] for b, c in fit.envelope_grid],
+        "c_envelope_all_positive": fit.c_envelope_all_positive,
+        "n_left_out_above_envelope": fit.n_left_out_above_envelope,
+        "sensitivity": [
+            {"noise_floor_z": r.noise_floor_z, "n_used": r.n_used, "beta": r.beta}
+            for r in fit.sensitivity
+        ],
+    }
+
+
+def _fit_terms(fit: TransferFit, level: float) -> list[Term]:
+    details = {
+        "identifiable": fit.identifiable,
+        "e_u_span_decades": fit.e_u_span_decades,
+        "n_used": fit.n_used,
+        "bootstrap_unit": fit.bootstrap_unit,
+    }
+    return [
+        Term(
+            key="transfer_beta",
+            value=fit.beta,
+            status=Status.ESTIMATED,
+            quantity="transfer_exponent",
+            formula="slope of the errors-in-variables fit log E_T = log C + beta log E_U",
+            source=FIT_SOURCE,
+            interval=fit.beta_interval,
+            confidence=level if fit.beta_interval is not None else None,
+            details=details,
+        ),
+        Term(
+            key="transfer_c",
+            value=fit.c,
+            status=Status.ESTIMATED,
+            quantity="transfer_constant",
+            formula="exp(intercept) of the central fit (half the family lies above it: "
+            "not for the decomposition)",
+            source=FIT_SOURCE,
+            interval=fit.c_interval,
+            confidence=level if fit.c_interval is not None else None,
+            details=details,
+        ),
+        Term(
+            key="transfer_c_envelope",
+            value=fit.c_envelope,
+            status=Status.ESTIMATED,
+            quantity="transfer_constant",
+            formula=f"C(beta) = max_j E_T_j / E_U_j^beta at beta = {fit.beta_fixed:g} fixed in "
+            "advance, over the members used (over the explored family only: a lower estimate "
+            "of the constant in the definition)",
+            source=FIT_SOURCE,
+            details={
+                "beta": fit.beta_fixed,
+                "c_envelope_all_positive": fit.c_envelope_all_positive,
+                "n_left_out_above_envelope": fit.n_left_out_above_envelope,
+            },
+        ),
+    ]
+
+
+def _base_terms(
+    e_u: ExcessEstimate, e_t: ExcessEstimate, fit: TransferFit, level: float, is_ref: bool
+) -> list[Term]:
+    note = "the configured encoder is the reference: 0 by construction, relative to the "
+    note += "explored family only" if is_ref else "explored family only"
+    terms = [
+        Term(
+            key="transfer_e_u_base",
+            value=e_u.value,
+            status=Status.ESTIMATED,
+            quantity="pretext_excess_risk",
+            formula="E_U(h_hat): refit pretext risk of the configured encoder minus the "
+            "reference's, paired on the pretrain_val estimate part",
+            source=EXCESS_SOURCE,
+            interval=e_u.interval,
+            stderr=e_u.stderr,
+            confidence=level,
+            details={"note": note},
+        ),
+        Term(
+            key="transfer_e_t_base",
+            value=e_t.value,
+            status=Status.ESTIMATED,
+            quantity="downstream_excess_risk",
+            formula="E_T(h_hat) measured directly: probe ramp risk of the configured encoder "
+            "minus the reference's, paired on the held-out split (the check of the "
+            "extrapolation)",
+            source=EXCESS_SOURCE,
+            interval=e_t.interval,
+            stderr=e_t.stderr,
+            confidence=level,
+            details={"note": note},
+        ),
+    ]
+    if fit.c_envelope is not None:
+        b = fit.beta_fixed
+        lo, hi = (max(0.0, v) for v in e_u.interval)
+        terms.append(
+            Term(
+                key="transfer_term_base",
+                value=fit.c_envelope * max(0.0, e_u.value) ** b,
+                status=Status.ESTIMATED,
+                quantity="downstream_excess_risk",
+                formula=f"C({b:g}) * max(0, E_U(h_hat))^{b:g} (envelope C; compare with "
+                "transfer_e_t_base)",
+                source=FIT_SOURCE,
+                interval=(fit.c_envelope * lo**b, fit.c_envelope * hi**b),
+                confidence=level,
+            )
+        )
+    return terms
+
+
+__all__ = ["ProgressFn", "pretext_task", "run_transfer", "sha256_of"]
