@@ -292,6 +292,32 @@ def estimate(
     gates_file: GatesOpt = None,
     baseline: BaselineOpt = None,
     junit: JunitOpt = None,
+    transfer_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--transfer",
+            help="A 'tfbound transfer' JSON report: C (its envelope) and beta for the "
+            "excess-risk decomposition.",
+            show_default=False,
+        ),
+    ] = None,
+    transfer_c: Annotated[
+        float | None,
+        typer.Option(
+            "--transfer-c",
+            help="Assumed transfer constant C (with --transfer-beta).",
+            show_default=False,
+        ),
+    ] = None,
+    transfer_beta: Annotated[
+        float | None,
+        typer.Option(
+            "--transfer-beta",
+            help="Transfer exponent beta (assumed with --transfer-c; with --transfer, the "
+            "envelope is taken at this beta).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Load the encoder, head and data of CONFIG and print the bound term by term."""
     from tfbound.config import load_config
@@ -311,6 +337,9 @@ def estimate(
     )
     base_report = _read_baseline(baseline)
     _check_output_folders(json_path, markdown_path, junit)
+    from tfbound.bounds.decomposition import resolve_transfer_input
+
+    transfer_input = resolve_transfer_input(transfer_report, transfer_c, transfer_beta)
     overrides = {
         k: v
         for k, v in {
@@ -324,7 +353,7 @@ def estimate(
     if overrides:
         cfg = cfg.with_bound(**overrides)
     with _progress(not quiet) as progress:
-        report = run_estimate(cfg, progress=progress)
+        report = run_estimate(cfg, progress=progress, transfer=transfer_input)
     data = report.to_dict()
     verdicts = None if gates is None else _evaluate(gates, data, base_report)
     finish(data, fmt, json_path, markdown_path, report_table, report_markdown, verdicts, junit)
@@ -427,6 +456,65 @@ def plot(
     names = list(label) if label else default_labels(reports)
     plot_reports(list(zip(names, data, strict=True)), output, title=title)
     _stderr().print(f"wrote {output}")
+
+
+@app.command()
+@handle_errors
+def transfer(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="A transfer.yaml, a tfbound.yaml (with or without a 'transfer:' section), or a "
+            "folder holding one.",
+            show_default=False,
+        ),
+    ],
+    checkpoints: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoints",
+            help="A folder of pre-training checkpoints (seed<k>/epoch<e>/encoder.safetensors) "
+            "to add to the family (repeat for several).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    json_path: JsonOpt = None,
+    markdown_path: MarkdownOpt = None,
+    plot_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Also draw E_T against E_U with the fit and the envelope (.png, .svg or .pdf; "
+            "needs matplotlib).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Estimate (C, beta) over a family of frozen representations: per-member E_U and E_T, the
+    fit, the envelope C(beta) and heterogeneity diagnostics (bound-spec 6.2 and 7)."""
+    from tfbound.render.transfer_render import (
+        plot_transfer,
+        require_matplotlib,
+        transfer_markdown,
+        transfer_table,
+    )
+    from tfbound.transfer import load_transfer_config, run_transfer
+
+    if plot_path is not None:
+        if plot_path.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UsageError("--plot must end in .png, .svg or .pdf")
+        require_matplotlib()
+    _check_output_folders(json_path, markdown_path, plot_path)
+    cfg = load_transfer_config(config, extra_checkpoint_roots=tuple(checkpoints or ()))
+    with _progress(not quiet) as progress:
+        report = run_transfer(cfg, progress=progress)
+    data = report.to_dict()
+    if plot_path is not None:
+        plot_transfer(data, plot_path)
+        _stderr().print(f"wrote {plot_path}")
+    finish(data, fmt, json_path, markdown_path, transfer_table, transfer_markdown)
 
 
 def main() -> None:
