@@ -399,3 +399,18 @@ def test_plan_from_names_only() -> None:
         ("enc.mlp", "linear"),
     ]
     assert not plan.skipped
+
+
+def test_embedding_module_and_a_failing_example_input() -> None:
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Embedding(11, 4), nn.Linear(4, 2))
+    res = inspect_module(model)
+    row = res.layers[0]
+    table = model[0].weight.detach().double()
+    assert row.kind == "embedding" and row.shape == (11, 4)
+    assert row.spectral_norm is not None and row.l21_norm is not None
+    assert row.spectral_norm.value == pytest.approx(float(torch.linalg.svdvals(table)[0]))
+    assert row.l21_norm.value == pytest.approx(float(table.norm(dim=1).sum()))
+    with pytest.raises(InputError, match="forward pass"):
+        inspect_module(model, example_input=torch.zeros(3, 5))  # floats into an Embedding
+    assert model.training

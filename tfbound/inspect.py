@@ -426,12 +426,15 @@ def _record_input_sizes(
                 hooks.append(module.register_forward_pre_hook(hook(name)))
         model.eval()
         with torch.no_grad():
-            if isinstance(example_input, tuple):
-                model(*example_input)
-            elif isinstance(example_input, Mapping):
-                model(**example_input)
-            else:
-                model(example_input)
+            try:
+                if isinstance(example_input, tuple):
+                    model(*example_input)
+                elif isinstance(example_input, Mapping):
+                    model(**example_input)
+                else:
+                    model(example_input)
+            except Exception as exc:
+                raise InputError(f"the forward pass on example_input failed: {exc}") from exc
     finally:
         for h in hooks:
             h.remove()

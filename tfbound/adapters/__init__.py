@@ -7,7 +7,7 @@
 - ``attention``: the per-head products ``QK_h`` and ``VO_h`` themselves.
 """
 
-from tfbound.adapters.attention import head_slices, qk_products, vo_products
+from tfbound.adapters.attention import head_factors, head_slices, qk_products, vo_products
 from tfbound.adapters.base import (
     BATCHNORM,
     CONV,
@@ -69,6 +69,7 @@ __all__ = [
     "compute_layer",
     "describe_modules",
     "dtype_name",
+    "head_factors",
     "head_slices",
     "plan_tensors",
     "qk_products",

@@ -161,6 +161,8 @@ def batchnorm_inputs(model: nn.Module) -> dict[str, tuple[str, str]]:
     """
     layer_types = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
     modules = dict(model.named_modules())
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules.values()):
+        return {}  # nothing to fold: do not trace
     try:
         import torch.fx
 
