@@ -390,6 +390,8 @@ def test_plan_from_names_only() -> None:
         TensorInfo("enc.ln_f.bias", (8,), "float32"),
         TensorInfo("enc.conv.weight", (4, 2, 3), "float16"),
         TensorInfo("enc.mlp.weight", (4, 8), "bfloat16"),
+        TensorInfo("decoder_embed.weight", (6, 8), "float32"),  # MAE: an nn.Linear
+        TensorInfo("decoder_embed.bias", (6,), "float32"),
     ]
     plan = plan_tensors(infos)
     assert [(lp.name, lp.kind) for lp in plan.layers] == [
@@ -397,6 +399,7 @@ def test_plan_from_names_only() -> None:
         ("enc.ln_f", "layernorm"),
         ("enc.conv", "conv"),
         ("enc.mlp", "linear"),
+        ("decoder_embed", "linear"),
     ]
     assert not plan.skipped
 

@@ -342,17 +342,18 @@ def _run(
     if strict:
         _strict_check(plan)
     infos = source.infos()
-    rows: dict[str, LayerRow] = {}
+    rows: dict[int, LayerRow] = {}
+    position = {id(lp): i for i, lp in enumerate(plan.layers)}
     head_rows: list[HeadRow] = []
     for unit in plan.units():
         cache = _UnitCache(source, reference)
         fetch_ref = cache.fetch_reference if reference is not None else None
         for lp in unit.layers:
-            rows[lp.name] = compute_layer(lp, cache.fetch, fetch_ref, options)
+            rows[position[id(lp)]] = compute_layer(lp, cache.fetch, fetch_ref, options)
         for ap in unit.attention:
             head_rows.extend(compute_attention(ap, cache.fetch))
         del cache, fetch_ref  # release the unit's tensors before the next unit is read
-    ordered = [rows[lp.name] for lp in plan.layers]
+    ordered = [rows[i] for i in range(len(plan.layers))]
     notes = (*plan.notes, *extra_notes)
     return InspectResult(
         source=source.description,

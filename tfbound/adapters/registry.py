@@ -216,7 +216,9 @@ def _infer_kind(module: str, leaves: Mapping[str, TensorInfo]) -> str | None:
     if weight is None or not weight.is_floating:
         return None
     if weight.ndim == 2:
-        return EMBEDDING if _EMBED_NAME.search(_last(module)) else LINEAR
+        # an embedding table has no bias: MAE's ``decoder_embed`` is an nn.Linear
+        has_bias = "bias" in leaves and leaves["bias"].shape == weight.shape[:1]
+        return EMBEDDING if _EMBED_NAME.search(_last(module)) and not has_bias else LINEAR
     if weight.ndim in (3, 4, 5):
         return CONV
     if weight.ndim == 1 and _NORM_NAME.search(_last(module)):
