@@ -39,12 +39,21 @@ def report(scale: float = 1.0, gap: float = 0.02, bound: bool = True) -> dict[st
     terms["rirc_head"] = term("rirc_head", None, "proxy", "complexity")
     total = term("certified_test_error_bound", sum(parts.values()), "certified", err)
     total["components"] = list(parts)
+    bounds = {
+        "certified_test_error_bound": total,
+        "pac_bayes_deterministic_bound": term(
+            "pac_bayes_deterministic_bound", 0.4, "certified", err
+        ),  # fmt: skip
+        "best_certified_test_error_bound": term(
+            "best_certified_test_error_bound", 0.4, "certified", err
+        ),  # fmt: skip
+    }
     return {
         "schema_version": "1.0",
         "tfbound_version": "test",
         "kind": "estimate",
         "terms": terms,
-        "bounds": {"certified_test_error_bound": total} if bound else {},
+        "bounds": bounds if bound else {},
     }
 
 
@@ -71,6 +80,17 @@ def test_plot_png_one_and_several(reports: list[str], tmp_path: Path) -> None:
     svg = many.read_text()
     assert svg.lstrip().startswith("<?xml") and "</svg>" in svg
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_layout_keeps_other_certificates_and_checks_apart() -> None:
+    from tfbound.render.plot import _layout
+
+    lay = _layout([("a", report()), ("c", report(bound=False))])
+    assert lay["components"] == ["downstream_empirical_risk", "rirc_term", "confidence_finetune"]
+    assert lay["certs"] == ["pac_bayes_deterministic_bound"]
+    assert lay["best"] == ["best_certified_test_error_bound"]
+    assert lay["checks"] == ["test_set_bound", "observed_test_error"]
+    assert "capacity_ratio" in lay["other"] and "rirc_term" not in lay["other"]
 
 
 def test_plot_usage_and_input_errors(reports: list[str], tmp_path: Path) -> None:
