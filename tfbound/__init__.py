@@ -1,4 +1,4 @@
-"""tfbound: certified, itemised generalization bounds for pre-trained encoders with fine-tuned heads."""
+"""tfbound: certified, itemised generalization bounds for pre-trained encoders and their heads."""
 
 from __future__ import annotations
 

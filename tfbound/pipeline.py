@@ -13,15 +13,6 @@ from torch import nn
 
 from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
 from tfbound.bounds.heldout import heldout_terms, tightness_term
-from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_linear
-from tfbound.bounds.tight import (
-    DETERMINISTIC_CERTIFICATES,
-    best_certificate,
-    disagreement_term,
-    observed_gibbs_term,
-    pac_bayes_terms,
-    tightness_terms,
-)
 from tfbound.bounds.margin import (
     MARGIN_SOURCE,
     ROUNDING,
@@ -30,7 +21,16 @@ from tfbound.bounds.margin import (
     margin_bound,
     relu_path_norm,
 )
+from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_linear
 from tfbound.bounds.pretext import pretext_terms
+from tfbound.bounds.tight import (
+    DETERMINISTIC_CERTIFICATES,
+    best_certificate,
+    disagreement_term,
+    observed_gibbs_term,
+    pac_bayes_terms,
+    tightness_terms,
+)
 from tfbound.config import ArraySource, Config, PretextSpec, load_config
 from tfbound.errors import ConfigError, DataError
 from tfbound.io.datasets import load_inputs, load_labeled
