@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-HEADLINE_KEY = "certified_test_error_bound"
+HEADLINE_KEYS = ("certified_test_error_bound", "best_certified_test_error_bound")
 
 
 def num(value: float | None) -> str:
@@ -27,12 +27,18 @@ def percent(row: dict[str, Any]) -> str:
     return f"{100 * rel:+.2f}%"
 
 
-def _headline(data: dict[str, Any]) -> str:
-    row = next((d for d in data["deltas"] if d["key"] == HEADLINE_KEY), None)
-    if row is None or row["present"] != "both":
-        return f"{data['base']} -> {data['cand']}"
-    change = f" ({signed(row['absolute'])}, {percent(row)})" if row["absolute"] is not None else ""
-    return f"{HEADLINE_KEY}: {num(row['base'])} -> {num(row['cand'])}{change}"
+def _headlines(data: dict[str, Any]) -> list[str]:
+    """The certified bounds' changes, one line each (those present in both reports)."""
+    lines = []
+    for key in HEADLINE_KEYS:
+        row = next((d for d in data["deltas"] if d["key"] == key), None)
+        if row is None or row["present"] != "both":
+            continue
+        change = (
+            f" ({signed(row['absolute'])}, {percent(row)})" if row["absolute"] is not None else ""
+        )
+        lines.append(f"{key}: {num(row['base'])} -> {num(row['cand'])}{change}")
+    return lines
 
 
 def _style(row: dict[str, Any]) -> str:
@@ -46,14 +52,15 @@ def _style(row: dict[str, Any]) -> str:
 
 def compare_table(data: dict[str, Any]) -> RenderableType:
     head = Text()
-    head.append(f"compare {data['base']} -> {data['cand']}\n", style="bold")
-    head.append(_headline(data), style="bold green")
+    head.append(f"compare {data['base']} -> {data['cand']}", style="bold")
+    for line in _headlines(data):
+        head.append("\n" + line, style="bold green")
     table = Table(title="changes by impact (|relative change|)", title_justify="left")
     table.add_column("key", no_wrap=True)
     for col in ("base", "cand", "change", "relative"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("note", overflow="fold")
+    table.add_column("note", overflow="fold", min_width=14)
     for row in data["deltas"]:
         table.add_row(
             Text(row["key"]),  # Text, not str: a layer name is not rich markup
@@ -76,7 +83,7 @@ def _cell(text: Any) -> str:
 
 def compare_markdown(data: dict[str, Any]) -> str:
     lines = [f"## tfbound compare: {_cell(data['base'])} → {_cell(data['cand'])}", ""]
-    lines += [f"**{_headline(data)}**", ""]
+    lines += [f"**{line}**  " for line in _headlines(data)] + [""]
     lines += [
         "| key | base | cand | change | relative | status | note |",
         "|---|---:|---:|---:|---:|---|---|",

@@ -27,7 +27,9 @@ def _has_baseline(data: dict[str, Any]) -> bool:
 
 def _note(gate: dict[str, Any]) -> str:
     if not gate["passed"]:
-        return str(gate["reason"])
+        reason = str(gate["reason"])
+        prefix = f"{gate['gate']} = "  # the row already names the term
+        return reason[len(prefix) :] if reason.startswith(prefix) else reason
     key = gate["gate"]
     return f"closest: {gate['subject']}" if key.startswith("layers.") else ""
 
