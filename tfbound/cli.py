@@ -178,7 +178,7 @@ def append_step_summary(markdown: str) -> None:
         return
     try:
         with open(target, "a", encoding="utf-8") as fh:
-            fh.write(markdown if markdown.endswith("\n") else markdown + "\n")
+            fh.write(markdown.rstrip("\n") + "\n\n")  # a blank line ends a table
     except OSError as exc:
         _stderr().print(f"warning: cannot append to ${STEP_SUMMARY_ENV} ({target}): {exc}")
 
