@@ -149,7 +149,7 @@ GatesOpt = Annotated[
     typer.Option(
         "--gates",
         help="Gates from this YAML file ('gates:' mapping) or pyproject.toml "
-        "([tool.tfbound.gates]) instead of the config's.",
+        "(\\[tool.tfbound.gates] table) instead of the config's.",
         show_default=False,
     ),
 ]
