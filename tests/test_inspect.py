@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,15 @@ from tfbound.render.inspect_render import (
 )
 
 EXACT_RTOL = 1e-9
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _mlp_state(seed: int = 0) -> dict[str, torch.Tensor]:

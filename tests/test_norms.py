@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,6 +26,15 @@ from tfbound.measures.norms import (
 )
 
 EXACT_RTOL = 1e-9  # exact paths against svdvals in float64
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _rand(shape: tuple[int, int], seed: int, scale: float = 1.0) -> torch.Tensor:
