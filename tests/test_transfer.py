@@ -333,6 +333,30 @@ def test_transfer_section_inside_tfbound_yaml(tiny: Path) -> None:
     assert not any(k.startswith("tv_") for k in data["terms"])
 
 
+def test_checkpoint_index_json_of_pipelines(tiny: Path, tmp_path: Path) -> None:
+    """The sample models' format: <root>/index.json with pipelines.<name>.checkpoints[]."""
+    root = tmp_path / "checkpoints"
+    write_checkpoints(tiny, root / "tiny")
+    rows = [
+        {"encoder": f"tiny/seed{s}/epoch{e}/encoder.safetensors", "seed": s, "epoch": e}
+        for s in (1, 0)
+        for e in (16, 1, 4)
+    ]
+    index = {"format": 1, "pipelines": {"tiny": {"checkpoints": rows}, "other": {}}}
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ConfigError, match="name one"):
+        scan_checkpoint_root(root)
+    entries = scan_checkpoint_root(root, "tiny")
+    assert [(e.run, e.epoch) for e in entries][:3] == [("seed0", 1), ("seed0", 4), ("seed0", 16)]
+    # the CLI names the pipeline after the base config's folder ("tiny")
+    write_transfer_yaml(tiny, family={"perturbations": False}, heterogeneity={"enabled": False})
+    result = runner.invoke(
+        app, ["transfer", str(tiny.parent), "-q", "-f", "json", "--checkpoints", str(root)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["members"]) == 7
+
+
 def test_checkpoint_family_from_the_cli(tiny: Path, tmp_path: Path) -> None:
     write_checkpoints(tiny, tmp_path / "ck")
     write_transfer_yaml(tiny, family={"perturbations": False}, heterogeneity={"enabled": False})
@@ -344,5 +368,37 @@ def test_checkpoint_family_from_the_cli(tiny: Path, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     names = [m["name"] for m in data["members"]]
     assert names[:2] == ["base", "ckpt seed0 epoch 1"] and len(names) == 7
-    assert data["family"]["checkpoint_roots"][0]["index_json"] is True
+    assert data["family"]["checkpoint_roots"][0]["index_json"].endswith("index.json")
     assert data["fit"]["bootstrap"]["unit"] in ("run", "point")
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+
+
+@pytest.mark.skipif(
+    not (SAMPLES / "checkpoints" / "index.json").is_file(), reason="no sample checkpoints"
+)
+def test_sample_ce_mlp_e_u_decreases_along_the_checkpoints(tmp_path: Path) -> None:
+    from scipy.stats import spearmanr
+
+    path = tmp_path / "transfer.yaml"
+    section = {
+        "base": str(SAMPLES / "ce_mlp" / "tfbound.yaml"),
+        "family": {
+            "include_base": False,
+            "perturbations": False,
+            "checkpoints": {"root": str(SAMPLES / "checkpoints")},
+        },
+        "probe": {"logistic_steps": 50, "ramp_steps": 0},
+        "fit": {"n_boot": 50},
+        "heterogeneity": {"enabled": False},
+    }
+    path.write_text(yaml.safe_dump({"transfer": section}))
+    members = run_transfer(path).to_dict()["members"]
+    for seed in ("seed0", "seed1"):
+        rows = sorted((m["epoch"], m["e_u"]["value"]) for m in members if m["run"] == seed)
+        epochs, e_u = zip(*rows, strict=True)
+        assert spearmanr(epochs, e_u).statistic < -0.7
+        late = [v for e, v in rows if e >= 8]  # after the first few epochs: monotone
+        assert all(a >= b - 1e-4 for a, b in zip(late, late[1:], strict=False))
+        assert rows[-1][1] < 0.5 * rows[0][1]

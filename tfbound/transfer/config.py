@@ -19,7 +19,9 @@ The section (every key optional)::
           scales: [0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
           seeds: [0, 1, 2, 3, 4]        # each seed is one "run" (its scales share a direction)
         checkpoints:                    # pre-training checkpoints; the base encoder's architecture
-          root: ../checkpoints/ce_mlp   # <root>/seed<k>/epoch<e>/encoder.safetensors
+          root: ../checkpoints/ce_mlp   # <root>/seed<k>/epoch<e>/encoder.safetensors, or a
+          pipeline: ce_mlp              # root with an index.json of pipelines (default name:
+                                        # the base config's folder)
           paths:                        # and/or an explicit list
             - {encoder: run0/ep10.safetensors, run: run0, epoch: 10}
       reference_fraction: 0.5           # of pretrain_val, to choose the reference member
@@ -68,6 +70,8 @@ class CheckpointEntry:
 class CheckpointSpec:
     roots: tuple[Path, ...] = ()
     paths: tuple[CheckpointEntry, ...] = ()
+    #: Pipeline to read from an ``index.json`` listing several (default: the base folder's name).
+    pipeline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class TransferConfig:
         if self.family.checkpoints is not None:
             fam["checkpoints"] = {
                 "roots": [_rel(p, base) for p in self.family.checkpoints.roots],
+                "pipeline": self.family.checkpoints.pipeline,
                 "paths": [
                     {"encoder": _rel(e.encoder, base), "run": e.run, "epoch": e.epoch}
                     for e in self.family.checkpoints.paths
@@ -227,7 +232,8 @@ def load_transfer_config(
     cfg = parse_transfer_section(section, p, base)
     if extra_checkpoint_roots:
         ck = cfg.family.checkpoints or CheckpointSpec()
-        ck = CheckpointSpec((*ck.roots, *(r.resolve() for r in extra_checkpoint_roots)), ck.paths)
+        roots = (*ck.roots, *(r.resolve() for r in extra_checkpoint_roots))
+        ck = CheckpointSpec(roots, ck.paths, ck.pipeline)
         cfg = _replace_family(
             cfg, FamilySpec(cfg.family.include_base, cfg.family.perturbations, ck)
         )
@@ -408,7 +414,12 @@ def _family(raw: Any, path: Path) -> FamilySpec:
     ck: CheckpointSpec | None = None
     if s.get("checkpoints") is not None:
         c = _mapping(s["checkpoints"], "'transfer.family.checkpoints'", path)
-        _no_unknown(c, {"root", "roots", "paths"}, "'transfer.family.checkpoints'", path)
+        _no_unknown(
+            c, {"root", "roots", "paths", "pipeline"}, "'transfer.family.checkpoints'", path
+        )
+        pipeline = c.get("pipeline")
+        if pipeline is not None and not isinstance(pipeline, str):
+            raise ConfigError("'transfer.family.checkpoints.pipeline' must be a string", path=path)
         roots_raw = c.get("roots", [])
         if "root" in c:
             roots_raw = [c["root"], *roots_raw]
@@ -430,7 +441,9 @@ def _family(raw: Any, path: Path) -> FamilySpec:
                     None if epoch is None else _int(epoch, f"checkpoints.paths[{i}].epoch", path),
                 )
             )
-        ck = CheckpointSpec(tuple((path.parent / r).resolve() for r in roots_raw), tuple(entries))
+        ck = CheckpointSpec(
+            tuple((path.parent / r).resolve() for r in roots_raw), tuple(entries), pipeline
+        )
     return FamilySpec(include_base, pert, ck)
 
 

@@ -76,7 +76,10 @@ def fit_ridge_decoder(
         lam = ridge * float(np.trace(gram[:d, :d])) / d
         gram[np.arange(d), np.arange(d)] += lam
         rhs = zm.T @ targets[:, cols]
-        weights[:, cols] = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+        try:
+            weights[:, cols] = np.linalg.solve(gram, rhs)
+        except np.linalg.LinAlgError:  # ridge = 0 and collinear features: least norm
+            weights[:, cols] = np.linalg.lstsq(gram, rhs, rcond=None)[0]
     return weights
 
 

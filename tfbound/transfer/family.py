@@ -8,13 +8,14 @@ Members, in this order:
   zeros is left alone), the noise from ``torch.Generator().manual_seed(k)`` drawn tensor by tensor
   in ``state_dict`` order, so one seed is one direction and its scales one "run";
 - ``ckpt <run> epoch <e>``: pre-training checkpoints loaded into the base encoder's architecture,
-  from ``<root>/seed<k>/epoch<e>/encoder.safetensors`` (run ``seed<k>``; ``index.json`` in the
-  root is read for nothing but is reported when present) and from explicit paths.
+  from ``<root>/seed<k>/epoch<e>/encoder.safetensors`` (run ``seed<k>``), from an ``index.json``
+  in ``<root>`` listing pipelines (the sample models' format), and from explicit paths.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,10 +60,54 @@ class Member:
         return out
 
 
-def scan_checkpoint_root(root: Path) -> list[CheckpointEntry]:
-    """``<root>/seed<k>/epoch<e>/encoder.safetensors``, sorted by seed then epoch."""
+def _from_index(index: Path, pipeline: str | None) -> list[CheckpointEntry]:
+    """Entries of an ``index.json`` with ``pipelines: {name: {checkpoints: [...]}}`` (format 1)."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        pipelines = data["pipelines"]
+        if pipeline is None:
+            if len(pipelines) != 1:
+                raise ConfigError(
+                    f"index.json lists pipelines {sorted(pipelines)}: name one "
+                    "(transfer.family.checkpoints.pipeline)",
+                    path=index,
+                )
+            pipeline = next(iter(pipelines))
+        if pipeline not in pipelines:
+            raise ConfigError(
+                f"index.json has no pipeline {pipeline!r} (has: {', '.join(sorted(pipelines))})",
+                path=index,
+            )
+        rows = pipelines[pipeline]["checkpoints"]
+        entries = [
+            CheckpointEntry(
+                (index.parent / str(r["encoder"])).resolve(),
+                f"seed{int(r['seed'])}",
+                None if r.get("epoch") is None else int(r["epoch"]),
+            )
+            for r in rows
+        ]
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"unreadable checkpoint index: {exc}", path=index) from exc
+    missing = [e.encoder for e in entries if not e.encoder.is_file()]
+    if missing:
+        raise ConfigError(f"index.json names a missing checkpoint: {missing[0]}", path=index)
+    return sorted(entries, key=lambda e: (e.run, -1 if e.epoch is None else e.epoch))
+
+
+def scan_checkpoint_root(root: Path, pipeline: str | None = None) -> list[CheckpointEntry]:
+    """Checkpoints under ``root``, sorted by seed then epoch.
+
+    ``root`` holds either ``seed<k>/epoch<e>/encoder.safetensors`` or an ``index.json`` listing
+    pipelines (``pipelines.<name>.checkpoints[].{encoder, seed, epoch}``, paths relative to it);
+    ``pipeline`` names the one to read (needed when the index lists several).
+    """
     if not root.is_dir():
         raise ConfigError("checkpoint folder not found", path=root)
+    if not any(_SEED_DIR.match(p.name) for p in root.iterdir()) and (root / "index.json").is_file():
+        return _from_index(root / "index.json", pipeline)
     found: list[tuple[int, int, Path]] = []
     for seed_dir in root.iterdir():
         ms = _SEED_DIR.match(seed_dir.name)
@@ -80,8 +125,12 @@ def scan_checkpoint_root(root: Path) -> list[CheckpointEntry]:
     return [CheckpointEntry(p, f"seed{s}", e) for s, e, p in sorted(found)]
 
 
-def build_members(spec: FamilySpec) -> list[Member]:
-    """The family's members in a fixed order (see the module docstring)."""
+def build_members(spec: FamilySpec, pipeline: str | None = None) -> list[Member]:
+    """The family's members in a fixed order (see the module docstring).
+
+    ``pipeline``: the name to read from a checkpoint ``index.json`` listing several pipelines
+    when the config names none (the base config's folder name).
+    """
     members: list[Member] = []
     if spec.include_base:
         members.append(Member("base", "base", "base", scale=0.0))
@@ -100,7 +149,7 @@ def build_members(spec: FamilySpec) -> list[Member]:
     if spec.checkpoints is not None:
         entries: list[CheckpointEntry] = []
         for root in spec.checkpoints.roots:
-            entries += scan_checkpoint_root(root)
+            entries += scan_checkpoint_root(root, spec.checkpoints.pipeline or pipeline)
         entries += list(spec.checkpoints.paths)
         for e in entries:
             label = f"ckpt {e.run}" + ("" if e.epoch is None else f" epoch {e.epoch}")
@@ -164,7 +213,10 @@ def describe_family(members: list[Member], base: Path, spec: FamilySpec) -> dict
                 rel = r.relative_to(base).as_posix()
             except ValueError:
                 rel = r.as_posix()
-            roots.append({"root": rel, "index_json": (r / "index.json").is_file()})
+            index = next(
+                (q for q in (r / "index.json", r.parent / "index.json") if q.is_file()), None
+            )
+            roots.append({"root": rel, "index_json": None if index is None else index.as_posix()})
         out["checkpoint_roots"] = roots
     return out
 

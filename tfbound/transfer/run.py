@@ -138,7 +138,13 @@ def run_transfer(
         )
     ref_idx, est_idx = np.sort(order[:n_ref]), np.sort(order[n_ref:])
 
-    members = build_members(cfg.family)
+    members = build_members(cfg.family, base.path.parent.name)
+    base_sha = sha256_of(base.encoder.weights)
+    for member in members:
+        if member.kind == "checkpoint" and base_sha and sha256_of(member.path) == base_sha:
+            warnings.append(
+                f"'{member.name}' has the configured encoder's weights (same file hash)"
+            )
     pre_losses: list[np.ndarray] = []
     probe_losses: list[np.ndarray] = []
     probe_train: list[float] = []
@@ -273,7 +279,7 @@ def run_transfer(
         "level": cfg.level,
         "beta_fixed": cfg.fit.beta,
         "decoder_refit": cfg.decoder_refit.kind,
-        "base_encoder_sha256": sha256_of(base.encoder.weights),
+        "base_encoder_sha256": base_sha,
         "pretext": base.pretext.kind,
         "pretext_box": list(box),
         "pretext_D": masks_va.n_counted,
