@@ -38,6 +38,16 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
         "pool": "mean",
     },
     ("encoder", "factory"): {"factory": None, "kwargs": {}},
+    # A BERT-layout text encoder (tfbound.models.bert): sizes read off the weights; ``heads``
+    # "auto" reads num_attention_heads from a config.json beside the weights.
+    ("encoder", "bert"): {
+        "tokenizer": None,
+        "max_length": 128,
+        "normalize": True,
+        "pooling": "mean",
+        "heads": "auto",
+        "layer_norm_eps": 1e-12,
+    },
     ("head", "linear"): {},
     ("head", "mlp"): {"activation": "relu"},
     ("decoder", "linear"): {"input_dim": None, "output_dim": None},
@@ -47,7 +57,8 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
 
 #: Fractions of ``delta`` (bound-spec sections 8 and 10.5): finetune = delta_1, mc = delta_mc,
 #: pb = delta_pb (PAC-Bayes), a and b = delta_a and delta_b (hold-out plus disagreement),
-#: test = delta_test (test-set bound), pretext_val = delta_val (held-out pretext interval).
+#: test = delta_test (test-set bound), pretext_val = delta_val (held-out pretext interval),
+#: pre = delta_pre (the certified pretext bound of bound-spec 6.1, MLP Context Encoders).
 DEFAULT_DELTA_SHARES: Mapping[str, float] = MappingProxyType(
     {
         "finetune": 0.3,
@@ -56,24 +67,35 @@ DEFAULT_DELTA_SHARES: Mapping[str, float] = MappingProxyType(
         "a": 0.1,
         "b": 0.1,
         "test": 0.15,
-        "pretext_val": 0.1,
+        "pretext_val": 0.05,
+        "pre": 0.05,
     }
 )
 
 
 @dataclass(frozen=True)
 class ModuleSpec:
-    """One network to rebuild: its role, architecture, weights file and architecture options."""
+    """One network to rebuild: its role, architecture, weights file and architecture options.
+
+    ``reference`` (encoders only): the pre-trained weights this encoder was fine-tuned from on
+    the labeled sample (bound-spec section 5); None for a frozen encoder.
+    """
 
     role: str
     arch: str
     weights: Path | None
     options: Mapping[str, Any]
+    reference: Path | None = None
 
     def to_dict(self, base: Path) -> dict[str, Any]:
-        out: dict[str, Any] = {"arch": self.arch, **_plain(self.options)}
+        options = {
+            k: _relative(v, base) if isinstance(v, Path) else v for k, v in self.options.items()
+        }
+        out: dict[str, Any] = {"arch": self.arch, **_plain(options)}
         if self.weights is not None:
             out["weights"] = _relative(self.weights, base)
+        if self.reference is not None:
+            out["reference"] = _relative(self.reference, base)
         return out
 
 
@@ -231,7 +253,8 @@ def parse_config(raw: Any, path: Path) -> Config:
     top = _mapping(raw, "the top level", path)
     _no_unknown(
         top,
-        {"encoder", "head", "decoder", "pretext", "data", "bound", "gates"},
+        # 'transfer' belongs to `tfbound transfer` (tfbound.transfer); estimate ignores it
+        {"encoder", "head", "decoder", "pretext", "data", "bound", "gates", "transfer"},
         "the top level",
         path,
     )
@@ -297,7 +320,8 @@ def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
     if arch not in archs:
         raise ConfigError(f"'{role}.arch' must be one of {archs}, got {arch!r}", path=path)
     defaults = _ARCH_OPTIONS[(role, arch)]
-    _no_unknown(section, {"arch", "weights", *defaults}, f"'{role}' ({arch})", path)
+    allowed = {"arch", "weights", *defaults} | ({"reference"} if role == "encoder" else set())
+    _no_unknown(section, allowed, f"'{role}' ({arch})", path)
     options: dict[str, Any] = {}
     for key, default in defaults.items():
         if key in section:
@@ -309,13 +333,19 @@ def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
     weights = section.get("weights")
     if weights is None and arch != "factory":
         raise ConfigError(f"'{role}' needs 'weights'", path=path)
-    if weights is not None and not isinstance(weights, str):
-        raise ConfigError(f"'{role}.weights' must be a path string", path=path)
+    for key in ("weights", "reference", "tokenizer"):
+        value = section.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"'{role}.{key}' must be a path string", path=path)
+    if isinstance(options.get("tokenizer"), str):
+        options["tokenizer"] = (base / options["tokenizer"]).resolve()
+    reference = section.get("reference")
     return ModuleSpec(
         role=role,
         arch=arch,
         weights=None if weights is None else (base / weights).resolve(),
         options=MappingProxyType(options),
+        reference=None if reference is None else (base / reference).resolve(),
     )
 
 

@@ -302,7 +302,9 @@ def decomposition_terms(
         Term(
             key="decomposition_rirc_term",
             value=rirc_value,
-            status=Status.CERTIFIED,
+            # spec 6.2: the whole decomposition has status estimated (C, beta, E_U are
+            # estimates), although this part alone is a certified value
+            status=Status.ESTIMATED,
             quantity=QUANTITY,
             formula=f"2 G_l Rhat_S <= 2 * {factor:g} * rho * U_sigma / n (ramp phi_1, G_l = 1, "
             "ball of radius rho)",
@@ -313,7 +315,7 @@ def decomposition_terms(
         Term(
             key="decomposition_confidence",
             value=confidence,
-            status=Status.CERTIFIED,
+            status=Status.ESTIMATED,  # part of the decomposition (spec 6.2), see above
             quantity=QUANTITY,
             formula="4 B_l sqrt(log(4/delta_1) / (2n)), B_l = 1",
             source=DECOMPOSITION_SOURCE,

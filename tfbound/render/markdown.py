@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfbound.render.text import fmt, fmt_interval, ordered_bounds, ordered_terms, tightness_of
+from tfbound.render.text import (
+    excess_risk_terms,
+    fmt,
+    fmt_interval,
+    ordered_bounds,
+    ordered_terms,
+    tightness_of,
+)
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _term_row(term: dict[str, Any]) -> str:
+    return (
+        f"| `{term['key']}` | {fmt(term['value'])} | {fmt_interval(term)} | {term['status']} "
+        f"| {term['quantity']} | {_cell(term['formula'])} |"
+    )
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -46,11 +60,18 @@ def report_markdown(report: dict[str, Any]) -> str:
         "| key | value | interval | status | quantity | formula |",
         "|---|---:|---|---|---|---|",
     ]
-    for term in ordered_terms(report):
-        lines.append(
-            f"| `{term['key']}` | {fmt(term['value'])} | {fmt_interval(term)} | {term['status']} "
-            f"| {term['quantity']} | {_cell(term['formula'])} |"
-        )
+    lines += [_term_row(term) for term in ordered_terms(report)]
+    decomposition = excess_risk_terms(report)
+    if decomposition:
+        lines += [
+            "",
+            "Excess-risk decomposition (bound-spec 6.2): a different quantity, never compared with "
+            "the test-error certificates.",
+            "",
+            "| key | value | interval | status | quantity | formula |",
+            "|---|---:|---|---|---|---|",
+            *(_term_row(term) for term in decomposition),
+        ]
     deltas = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(report["deltas"].items()))
     lines += ["", f"delta shares: {deltas}"]
     lines += [f"> warning: {w}" for w in report["warnings"]]

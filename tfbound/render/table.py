@@ -8,7 +8,14 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tfbound.render.text import fmt, fmt_interval, ordered_bounds, ordered_terms, tightness_of
+from tfbound.render.text import (
+    excess_risk_terms,
+    fmt,
+    fmt_interval,
+    ordered_bounds,
+    ordered_terms,
+    tightness_of,
+)
 
 _STATUS_STYLE = {
     "certified": "green",
@@ -24,6 +31,38 @@ def _bar(value: float | None, total: float | None, width: int = 12) -> str:
         return ""
     filled = round(width * min(1.0, value / total))
     return "█" * filled + "·" * (width - filled)
+
+
+def _terms_table(title: str, terms: list[dict[str, Any]], total: dict[str, Any] | None) -> Table:
+    """Rows of terms; with ``total``, its components get a share bar and it closes the table."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", no_wrap=True, justify="right")
+    table.add_column("share", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("formula", overflow="fold", min_width=24)
+    summed = set(total.get("components", [])) if total else set()
+    for term in terms:
+        share = _bar(term["value"], total["value"]) if total and term["key"] in summed else ""
+        value = fmt(term["value"])
+        interval = fmt_interval(term)
+        status = term["status"]
+        table.add_row(
+            Text(term["key"]),
+            Text(f"{value}\n{interval}" if interval else value),
+            share,
+            Text(status, style=_STATUS_STYLE.get(status, "")),
+            Text(term["formula"]),
+        )
+    if total:
+        table.add_row(
+            Text(total["key"], style="bold"),
+            Text(fmt(total["value"]), style="bold"),
+            "",
+            Text(total["status"], style=_STATUS_STYLE.get(total["status"], "")),
+            Text(total["formula"]),
+        )
+    return table
 
 
 def report_table(report: dict[str, Any]) -> RenderableType:
@@ -62,38 +101,24 @@ def report_table(report: dict[str, Any]) -> RenderableType:
     if ordered:
         parts.append(certs)
 
-    table = Table(
-        title="the section-2 bound term by term, and every other number", title_justify="left"
-    )
-    table.add_column("key", no_wrap=True)
-    table.add_column("value", no_wrap=True, justify="right")
-    table.add_column("share", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("formula", overflow="fold", min_width=24)
     section2 = bounds.get("certified_test_error_bound")
-    certified_total = section2["value"] if section2 else None
-    summed = set(section2.get("components", [])) if section2 else set()
-    for term in ordered_terms(report):
-        share = _bar(term["value"], certified_total) if term["key"] in summed else ""
-        value = fmt(term["value"])
-        interval = fmt_interval(term)
-        status = term["status"]
-        table.add_row(
-            Text(term["key"]),
-            Text(f"{value}\n{interval}" if interval else value),
-            share,
-            Text(status, style=_STATUS_STYLE.get(status, "")),
-            Text(term["formula"]),
+    parts.append(
+        _terms_table(
+            "the section-2 bound term by term, and every other number",
+            ordered_terms(report),
+            section2,
         )
-    if section2:
-        table.add_row(
-            Text(section2["key"], style="bold"),
-            Text(fmt(section2["value"]), style="bold"),
-            "",
-            Text(section2["status"], style=_STATUS_STYLE.get(section2["status"], "")),
-            Text(section2["formula"]),
+    )
+    decomposition = excess_risk_terms(report)
+    if decomposition:
+        parts.append(
+            _terms_table(
+                "excess-risk decomposition (bound-spec 6.2): a different quantity, "
+                "never compared with the test-error certificates",
+                decomposition,
+                None,
+            )
         )
-    parts.append(table)
     deltas = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(report["deltas"].items()))
     parts.append(Text(f"delta shares: {deltas}", style="dim"))
     for warning in report["warnings"]:

@@ -26,9 +26,21 @@ def fmt_interval(term: dict[str, Any]) -> str:
     return "" if iv is None else f"[{fmt(iv[0])}, {fmt(iv[1])}]"
 
 
-def ordered_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Terms in reading order: the certified bound's components first, then the rest by key."""
+EXCESS_RISK = "downstream_excess_risk"
+
+
+def excess_risk_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The excess-risk decomposition's terms (a different quantity: shown apart), by key."""
     terms: dict[str, dict[str, Any]] = report["terms"]
+    return [terms[k] for k in sorted(terms) if terms[k]["quantity"] == EXCESS_RISK]
+
+
+def ordered_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Terms in reading order: the certified bound's components first, then the rest by key
+    (the excess-risk decomposition's terms are left to ``excess_risk_terms``)."""
+    terms: dict[str, dict[str, Any]] = {
+        k: t for k, t in report["terms"].items() if t["quantity"] != EXCESS_RISK
+    }
     first: list[str] = []
     for total in report["bounds"].values():
         first += [k for k in total.get("components", []) if k in terms and k not in first]
