@@ -308,7 +308,7 @@ def config_text(pipe: Pipeline, out: Path, radreg: float | None) -> str:
     if radreg:
         note = (
             f"# Pre-trained with RadReg: lambda {radreg:g} on radreg_x ({RADREG_ROWS} rows of "
-            f"downstream_unlabeled_x), K = {RADREG_DRAWS}, rms-normalised features, radius 1.\n"
+            f"downstream_unlabeled_x), K = {RADREG_DRAWS}, l2-normalised features, radius 1.\n"
         )
         text = note + text
     return text

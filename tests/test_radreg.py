@@ -151,7 +151,7 @@ def test_radreg_lowers_the_held_out_normalised_rirc_on_a_toy_run():
     measured, ranks = {}, {}
     for lam in (0.0, 3.0):
         opts = RadRegOptions(lam=lam, unlabeled_x=u, n_draws=128, seed=0)
-        res = pretrain_ce(arch, task, x, epochs=20, lr=3e-3, seed=0, batch_size=40, radreg=opts)
+        res = pretrain_ce(arch, task, x, epochs=60, lr=3e-3, seed=0, batch_size=40, radreg=opts)
         z = normalize_features(features(res.encoder, held).to(torch.float64))
         measured[lam] = rirc_linear(z, 1.0, n_draws=4000, seed=99).value  # fresh signs
         ranks[lam] = effective_rank(z)

@@ -179,7 +179,7 @@ class RadRegOptions:
     n_draws: int = 256
     seed: int = 0
     radius: float = 1.0
-    normalize: Normalize = "rms"
+    normalize: Normalize = "l2"
     bias_const: float | None = None
     head: str = "linear"
     hidden: int = 16

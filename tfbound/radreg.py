@@ -18,18 +18,25 @@ one ``K x m`` by ``m x d`` product, differentiable through the features. It equa
 (``z -> a z`` multiplies it by ``a``) while the head grows to compensate, which changes nothing
 that matters. The features are therefore normalised first (``normalize``):
 
-- ``"rms"`` (default): divide by the root-mean-square feature norm of the set,
-  ``z~_i = z_i / sqrt((1/m) sum_j ||z_j||^2)``. Equivalent to tying the radius to the feature
-  scale (``R_eff = R / rms``); keeps the relative geometry (norms and angles) of the features.
-- ``"l2"``: divide every feature vector by its own norm (features on the unit sphere).
+- ``"l2"`` (default): divide every feature vector by its own norm, ``z~_i = z_i / ||z_i||``: the
+  complexity of the head class over feature directions, the radius tied to each feature's scale.
+  (A feature vector that is exactly zero stays zero and drops out; no gradient leads there.)
+- ``"rms"``: divide by the root-mean-square feature norm of the set,
+  ``z~_i = z_i / sqrt((1/m) sum_j ||z_j||^2)`` (one radius for the set, ``R_eff = R / rms``). It
+  keeps the relative norms, and so leaves a way out: concentrate the feature energy on a few
+  inputs. A ReLU encoder pre-trained with it (``docs/radreg.md``) zeroed the features of about half
+  the RadReg set and fitted the rest to the fixed signs, taking the term below its
+  Khintchine-Kahane floor, while by the same measure the features of unseen inputs got *worse*.
 - ``"none"``: raw features (shrinking pays; for comparisons and tests only).
 
-With ``"rms"`` or ``"l2"`` the value is invariant under ``z -> a z`` (``a > 0``). By Jensen and
+With ``"l2"`` or ``"rms"`` the value is invariant under ``z -> a z`` (``a > 0``). By Jensen and
 Khintchine-Kahane (``1/sqrt(2)``, Latala-Oleszkiewicz 1994) it then lies in
-``[R sqrt(s/m) / sqrt(2), R sqrt(s/m)]`` with ``s = (1/m) sum ||z~'_i||^2`` fixed (``1 + c^2`` for
-``"rms"`` and ``"l2"``), so the encoder can lower it by at most ``1 - 1/sqrt(2)`` (about 29%; about
-20% for large ``m``, where one dimension gives ``sqrt(2/pi)``), and only by pushing the features
-toward low effective rank (:func:`effective_rank`).
+``[R sqrt(s/m) / sqrt(2), R sqrt(s/m)]`` with ``s = (1/m) sum ||z~'_i||^2`` fixed (``1 + c^2``), so
+the encoder can lower it by at most ``1 - 1/sqrt(2)``, about 29% (about 20% for unit vectors and
+large ``m``: rank one then gives ``sqrt(2/pi)``), and only by pushing the features toward low
+effective rank (:func:`effective_rank`). Those limits hold for the expectation over signs: the
+average over ``K`` FIXED sign vectors can be pushed somewhat lower by fitting the features to those
+draws, so keep ``K`` well above ``m`` and measure on held-out inputs with fresh signs.
 
 ``bias_const``: ``None`` (default) measures the features alone; a number ``c`` appends the constant
 coordinate of bound-spec section 2 in normalised units (``c = 1`` then weighs the bias direction
@@ -54,21 +61,21 @@ from torch import nn
 
 from tfbound.measures.rirc import augment, rademacher_signs
 
-Normalize = Literal["rms", "l2", "none"]
+Normalize = Literal["l2", "rms", "none"]
 HeadClass = Literal["linear", "mlp"]
-NORMALIZE_MODES: tuple[str, ...] = ("rms", "l2", "none")
+NORMALIZE_MODES: tuple[str, ...] = ("l2", "rms", "none")
 _TINY = 1e-12
 
 
-def normalize_features(features: torch.Tensor, mode: str = "rms") -> torch.Tensor:
+def normalize_features(features: torch.Tensor, mode: str = "l2") -> torch.Tensor:
     """Scale-free features (differentiable): see the module docstring for the modes."""
     if features.ndim != 2:
         raise ValueError(f"features must be an (m, d) matrix, got shape {tuple(features.shape)}")
+    if mode == "l2":
+        return features / torch.linalg.vector_norm(features, dim=1, keepdim=True).clamp_min(_TINY)
     if mode == "rms":
         mean_sq = features.pow(2).sum(dim=1).mean()
         return features / mean_sq.clamp_min(_TINY).sqrt()
-    if mode == "l2":
-        return features / torch.linalg.vector_norm(features, dim=1, keepdim=True).clamp_min(_TINY)
     if mode == "none":
         return features
     raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
@@ -161,7 +168,7 @@ class RadReg(_SignedSet):
         radius: float,
         unlabeled_size: int,
         seed: int,
-        normalize: Normalize = "rms",
+        normalize: Normalize = "l2",
         *,
         bias_const: float | None = None,
     ) -> None:
@@ -202,7 +209,7 @@ class AdversarialRadReg(_SignedSet):
         unlabeled_size: int,
         seed: int,
         feature_dim: int,
-        normalize: Normalize = "rms",
+        normalize: Normalize = "l2",
         *,
         head: HeadClass = "linear",
         hidden: int = 16,
