@@ -270,8 +270,9 @@ def _estimate(
 ) -> Report:
     b = cfg.bound
     warnings: list[str] = []
-    train = load_labeled(cfg.data.downstream_train)
-    test = load_labeled(cfg.data.downstream_test) if cfg.data.downstream_test else None
+    load_lab, load_in = _loaders(cfg)
+    train = load_lab(cfg.data.downstream_train)
+    test = load_lab(cfg.data.downstream_test) if cfg.data.downstream_test else None
     encoder = build_module(cfg.encoder)
     first = torch.from_numpy(np.asarray(train.x[:1], dtype=np.float32))
     try:
@@ -370,7 +371,7 @@ def _estimate(
         if pac is None or theta_aug is None:
             warnings.append("the disagreement certificate is implemented for linear heads only")
         else:
-            pool = load_inputs(cfg.data.downstream_unlabeled)
+            pool = load_in(cfg.data.downstream_unlabeled)
             _check_pool(pool, cfg, train.x, None if test is None else test.x)
             pool_pass = _feature_pass(
                 encoder,
@@ -425,6 +426,8 @@ def _estimate(
         warnings.append("no downstream_test split: no observed test error or test-set bound")
 
     pretext_summary: dict[str, Any] = {}
+    decoder: nn.Module | None = None
+    pretext_fit: tuple[float, int, int] | None = None
     if cfg.pretext is not None and cfg.decoder is not None and cfg.data.pretrain_train is not None:
         decoder = build_module(cfg.decoder)
         task = _pretext_task(cfg.pretext)
@@ -440,6 +443,7 @@ def _estimate(
             progress,
         )
         pretext_summary = {"N": n_pre, "D": out_dim, "decoder_parameters": _param_count(decoder)}
+        pretext_fit = (tr_mean, n_pre, out_dim)
         if cfg.data.pretrain_val is not None:
             va_mean, n_val, _ = _pretext_mean_loss(
                 task,
@@ -487,6 +491,29 @@ def _estimate(
             tsb = next(t for t in terms if t.key == "test_set_bound").value or 0.0
             terms += tightness_terms([best], tsb)
 
+    # Network complexity terms (bound-spec 4, 5, 6.1); for a fine-tuned encoder the frozen-encoder
+    # certificates above become diagnostic and the section-5 route is added.
+    from tfbound.bounds.capacity import CapacityInputs, capacity_terms
+
+    capacity = capacity_terms(
+        CapacityInputs(
+            cfg=cfg,
+            encoder=encoder,
+            head=head,
+            train_x=train.x,
+            train_y=train.y,
+            scores=train_pass.scores,
+            features=train_pass.features,
+            u_sigma=u_sigma,
+            deltas=deltas,
+            decoder=decoder,
+            pretext_train=pretext_fit,
+            load_inputs=load_in,
+        )
+    )
+    terms, bounds = capacity.apply(terms, bounds)
+    warnings += capacity.warnings
+
     model = {
         "encoder": {
             "arch": cfg.encoder.arch,
@@ -518,6 +545,16 @@ def _estimate(
         bounds=tuple(bounds),
         warnings=tuple(warnings),
     )
+
+
+def _loaders(cfg: Config) -> tuple[Callable[[ArraySource], Any], Callable[[ArraySource], Any]]:
+    """Data loaders: numeric arrays, or texts tokenized for a BERT encoder ((n, 2, T) arrays)."""
+    if cfg.encoder.arch == "bert":
+        from tfbound.models.bert import TextData
+
+        text = TextData.from_spec(cfg.encoder)
+        return text.load_labeled, text.load_inputs
+    return load_labeled, load_inputs
 
 
 def _augmented_linear_head(head: LinearHead, bias_const: float) -> np.ndarray:

@@ -68,6 +68,10 @@ def _construct(spec: ModuleSpec) -> nn.Module:
 
 def build_module(spec: ModuleSpec) -> nn.Module:
     """Encoder or decoder from its spec, weights loaded strictly, in eval mode."""
+    if spec.role == "encoder" and spec.arch == "bert":
+        from tfbound.models.bert import build_bert_encoder
+
+        return build_bert_encoder(spec)
     module = _construct(spec)
     if spec.weights is not None:
         load_module_weights(module, spec.weights, spec.role)
