@@ -359,6 +359,144 @@ def estimate(
     finish(data, fmt, json_path, markdown_path, report_table, report_markdown, verdicts, junit)
 
 
+class SpectralOpt(StrEnum):
+    exact = "exact"
+    estimate = "estimate"
+
+
+def _is_config(path: Path) -> bool:
+    from tfbound.config import CONFIG_FILENAME
+
+    if path.is_dir():
+        return (path / CONFIG_FILENAME).is_file()
+    return path.suffix in (".yaml", ".yml")
+
+
+def _inspect_config(
+    path: Path,
+    reference: Path | None,
+    heads: int | None,
+    strict: bool,
+    spectral: str,
+    progress: Callable[[str, int, int], None] | None,
+) -> Any:
+    """Build the encoder and head of a tfbound.yaml and inspect them as modules."""
+    import numpy as np
+    import torch
+
+    from tfbound.config import load_config
+    from tfbound.inspect import inspect_module, merge_results
+    from tfbound.models.build import build_head, build_module, feature_dim_of
+    from tfbound.pipeline import _loaders
+
+    cfg = load_config(path)
+    encoder = build_module(cfg.encoder)
+    load_lab, _ = _loaders(cfg)
+    train = load_lab(cfg.data.downstream_train)
+    example = torch.from_numpy(np.asarray(train.x[:1], dtype=np.float32))
+    head = build_head(cfg.head, feature_dim_of(encoder, example))
+    ref = reference if reference is not None else cfg.encoder.reference
+    common: dict[str, Any] = {"heads": heads, "strict": strict, "spectral": spectral}
+    enc = inspect_module(encoder, reference=ref, example_input=example, progress=progress, **common)
+    hd = inspect_module(head, progress=progress, **common)
+    return merge_results([("encoder", enc), ("head", hd)], source=str(cfg.path))
+
+
+@app.command()
+@handle_errors
+def inspect(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A .safetensors file, a sharded *.index.json, a folder holding either, a "
+            "weights-only .pt/.pth/.bin/.ckpt state dict; or a tfbound.yaml (or a folder with "
+            "one): its encoder and head are built and inspected as modules.",
+            show_default=False,
+        ),
+    ],
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="A checkpoint of the same layers (e.g. the pre-trained weights): adds the "
+            "distance columns. For a config, defaults to its encoder.reference.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    json_path: JsonOpt = None,
+    markdown_path: MarkdownOpt = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            help="Order the rows by name or by a measure (largest first): name, spectral_norm, "
+            "frobenius_norm, l21_norm, stable_rank, distance_to_reference, n_params.",
+            show_default=False,
+        ),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option(help="Print only the first N rows (after --sort).", show_default=False),
+    ] = None,
+    heads: Annotated[
+        int | None,
+        typer.Option(
+            "--heads",
+            min=1,
+            help="Number of attention heads, where neither the module nor a config.json "
+            "beside the checkpoint says.",
+            show_default=False,
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 3 if any parameter is not analysed.")
+    ] = False,
+    spectral: Annotated[
+        SpectralOpt,
+        typer.Option(
+            help="exact: certified spectral norms (Gram eigenvalues); estimate: power "
+            "iteration (a lower estimate, status estimated)."
+        ),
+    ] = SpectralOpt.exact,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Per-layer norms of a checkpoint: spectral, Frobenius, (2,1), stable rank, distance to a
+    reference; per-head attention products; skipped parameters; totals and products."""
+    from tfbound.inspect import inspect_checkpoint
+    from tfbound.render.inspect_render import (
+        SORT_KEYS,
+        inspect_json,
+        inspect_markdown,
+        inspect_report,
+    )
+
+    if sort is not None and sort not in SORT_KEYS:
+        raise UsageError(f"--sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}")
+    if top is not None and top < 1:
+        raise UsageError(f"--top must be >= 1, got {top}")
+    _check_output_folders(json_path, markdown_path)
+    with _progress(not quiet) as progress:
+        if _is_config(checkpoint):
+            result = _inspect_config(checkpoint, reference, heads, strict, spectral.value, progress)
+        else:
+            result = inspect_checkpoint(
+                checkpoint,
+                reference=reference,
+                heads=heads,
+                strict=strict,
+                spectral=spectral.value,
+                progress=progress,
+            )
+    finish(
+        inspect_json(result),
+        fmt,
+        json_path,
+        markdown_path,
+        lambda _: inspect_report(result, sort, top),
+        lambda _: inspect_markdown(result, sort, top),
+    )
+
+
 @app.command()
 @handle_errors
 def schema() -> None:

@@ -12,12 +12,13 @@ Nothing here prints; ``tfbound.render.inspect_render`` formats an ``InspectResul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -331,6 +332,10 @@ class _UnitCache:
         return self._ref_loaded[name]
 
 
+#: ``progress(task, done, total)``, called after every work unit.
+ProgressFn = Callable[[str, int, int], None]
+
+
 def _run(
     source: TensorSource,
     plan: Plan,
@@ -338,6 +343,7 @@ def _run(
     options: ComputeOptions,
     strict: bool,
     extra_notes: Iterable[str] = (),
+    progress: ProgressFn | None = None,
 ) -> InspectResult:
     if strict:
         _strict_check(plan)
@@ -345,7 +351,8 @@ def _run(
     rows: dict[int, LayerRow] = {}
     position = {id(lp): i for i, lp in enumerate(plan.layers)}
     head_rows: list[HeadRow] = []
-    for unit in plan.units():
+    units = plan.units()
+    for done, unit in enumerate(units, 1):
         cache = _UnitCache(source, reference)
         fetch_ref = cache.fetch_reference if reference is not None else None
         for lp in unit.layers:
@@ -353,6 +360,8 @@ def _run(
         for ap in unit.attention:
             head_rows.extend(compute_attention(ap, cache.fetch))
         del cache, fetch_ref  # release the unit's tensors before the next unit is read
+        if progress is not None:
+            progress(f"norms ({source.description})", done, len(units))
     ordered = [rows[i] for i in range(len(plan.layers))]
     notes = (*plan.notes, *extra_notes)
     return InspectResult(
@@ -387,6 +396,7 @@ def inspect_state_dict(
     heads: int | None = None,
     strict: bool = False,
     spectral: SpectralMode = "exact",
+    progress: ProgressFn | None = None,
     source: str = "state dict",
 ) -> InspectResult:
     """Norms of every layer of a bare state dict (names and shapes only, no architecture).
@@ -401,7 +411,7 @@ def inspect_state_dict(
     src = _MappingSource(_as_mapping(tensors), source)
     plan = plan_tensors(src.infos(), heads=heads)
     with _open_reference(reference) as ref:
-        return _run(src, plan, ref, ComputeOptions(spectral=spectral), strict)
+        return _run(src, plan, ref, ComputeOptions(spectral=spectral), strict, (), progress)
 
 
 def _record_input_sizes(
@@ -458,6 +468,7 @@ def inspect_module(
     heads: int | None = None,
     strict: bool = False,
     spectral: SpectralMode = "exact",
+    progress: ProgressFn | None = None,
     example_input: object = None,
     input_sizes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> InspectResult:
@@ -485,7 +496,7 @@ def inspect_module(
     )
     with _open_reference(reference) as ref:
         options = ComputeOptions(spectral=spectral, input_sizes=sizes)
-        return _run(src, plan, ref, options, strict, notes)
+        return _run(src, plan, ref, options, strict, notes, progress)
 
 
 def inspect_safetensors(
@@ -495,6 +506,7 @@ def inspect_safetensors(
     heads: int | None = None,
     strict: bool = False,
     spectral: SpectralMode = "exact",
+    progress: ProgressFn | None = None,
 ) -> InspectResult:
     """Norms of a ``.safetensors`` checkpoint, streamed: one layer's tensors in memory at a time.
 
@@ -516,7 +528,8 @@ def inspect_safetensors(
         src = _SafetensorsSource(files, str(path), stack)
         plan = plan_tensors(src.infos(), heads=heads, heads_source=heads_source)
         with _open_reference(reference) as ref:
-            return _run(src, plan, ref, ComputeOptions(spectral=spectral), strict, notes)
+            options = ComputeOptions(spectral=spectral)
+            return _run(src, plan, ref, options, strict, notes, progress)
 
 
 def inspect_torch_state_dict(
@@ -526,12 +539,19 @@ def inspect_torch_state_dict(
     heads: int | None = None,
     strict: bool = False,
     spectral: SpectralMode = "exact",
+    progress: ProgressFn | None = None,
 ) -> InspectResult:
     """Norms of a weights-only ``.pt`` state dict (``torch.load(..., weights_only=True)``: no
     code is ever unpickled; a ``{'state_dict': ...}`` or ``{'model': ...}`` wrapper is opened)."""
     state = _load_torch_state_dict(Path(path))
     return inspect_state_dict(
-        state, reference=reference, heads=heads, strict=strict, spectral=spectral, source=str(path)
+        state,
+        reference=reference,
+        heads=heads,
+        strict=strict,
+        spectral=spectral,
+        source=str(path),
+        progress=progress,
     )
 
 
@@ -542,13 +562,76 @@ def inspect_checkpoint(
     heads: int | None = None,
     strict: bool = False,
     spectral: SpectralMode = "exact",
+    progress: ProgressFn | None = None,
 ) -> InspectResult:
     """``inspect_torch_state_dict`` for ``.pt/.pth/.bin/.ckpt``, else ``inspect_safetensors``."""
     p = Path(path)
     if p.suffix in _TORCH_SUFFIXES:
         return inspect_torch_state_dict(
-            p, reference=reference, heads=heads, strict=strict, spectral=spectral
+            p, reference=reference, heads=heads, strict=strict, spectral=spectral, progress=progress
         )
     return inspect_safetensors(
-        p, reference=reference, heads=heads, strict=strict, spectral=spectral
+        p, reference=reference, heads=heads, strict=strict, spectral=spectral, progress=progress
+    )
+
+
+def _prefixed(prefix: str, result: InspectResult) -> InspectResult:
+    def p(name: str) -> str:
+        return f"{prefix}.{name}" if name else prefix
+
+    layers = tuple(
+        dataclasses.replace(r, name=p(r.name), params=tuple(p(x) for x in r.params))
+        for r in result.layers
+    )
+    heads = tuple(dataclasses.replace(h, block=p(h.block)) for h in result.heads)
+    skipped = tuple(dataclasses.replace(s, name=p(s.name)) for s in result.skipped)
+    notes = tuple(f"{prefix}: {n}" for n in result.notes)
+    return dataclasses.replace(result, layers=layers, heads=heads, skipped=skipped, notes=notes)
+
+
+def merge_results(parts: Sequence[tuple[str, InspectResult]], source: str) -> InspectResult:
+    """One result from several modules' results, rows named ``<prefix>.<name>``.
+
+    Totals add up over the parts; ``spectral_norm_product`` is the product over every linear
+    and conv row of all parts (a Lipschitz constant of the composition only for a plain chain,
+    e.g. ``head o encoder`` of MLPs with 1-Lipschitz activations).
+    """
+    if not parts:
+        raise InputError("nothing to merge")
+    named = [_prefixed(prefix, r) for prefix, r in parts]
+    totals = [r.totals for r in named]
+    products = [t.spectral_norm_product for t in totals if t.spectral_norm_product is not None]
+    product = None
+    if products:
+        product = NormValue(
+            math.prod(v.value for v in products),
+            weakest_status(*(v.status for v in products)),
+            f"product over {sum(t.spectral_norm_product_factors for t in totals)} linear/conv rows",
+        )
+    dists = [t.distance_to_reference_sq_total for t in totals]
+    refs = [f"{prefix}: {r.reference}" for (prefix, _), r in zip(parts, named, strict=True)]
+    has_ref = [r.reference is not None for r in named]
+    merged = InspectTotals(
+        n_tensors=sum(t.n_tensors for t in totals),
+        n_params=sum(t.n_params for t in totals),
+        n_params_analysed=sum(t.n_params_analysed for t in totals),
+        n_params_skipped=sum(t.n_params_skipped for t in totals),
+        n_layers=sum(t.n_layers for t in totals),
+        n_head_rows=sum(t.n_head_rows for t in totals),
+        frobenius_norm_sq_total=sum(t.frobenius_norm_sq_total for t in totals),
+        spectral_norm_product=product,
+        spectral_norm_product_factors=sum(t.spectral_norm_product_factors for t in totals),
+        distance_to_reference_sq_total=(
+            None if all(d is None for d in dists) else sum(d for d in dists if d is not None)
+        ),
+    )
+    return InspectResult(
+        source=source,
+        reference="; ".join(r for r, h in zip(refs, has_ref, strict=True) if h) or None,
+        spectral=named[0].spectral,
+        layers=tuple(row for r in named for row in r.layers),
+        heads=tuple(h for r in named for h in r.heads),
+        skipped=tuple(s for r in named for s in r.skipped),
+        notes=tuple(n for r in named for n in r.notes),
+        totals=merged,
     )

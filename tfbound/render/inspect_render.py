@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -119,6 +120,58 @@ def _totals_line(result: InspectResult) -> str:
     return "; ".join(parts)
 
 
+def largest_spectral(result: InspectResult) -> LayerRow | None:
+    """The layer row with the largest spectral norm (any kind), or None."""
+    rows = [r for r in result.layers if r.spectral_norm is not None]
+    return max(rows, key=lambda r: _value(r.spectral_norm) or 0.0) if rows else None
+
+
+def headline(result: InspectResult) -> str:
+    """One line: the layer with the largest spectral norm, and the largest per-head QK norm."""
+    parts = []
+    top = largest_spectral(result)
+    if top is not None and top.spectral_norm is not None:
+        s = top.spectral_norm
+        parts.append(
+            f"largest spectral norm: {top.name} ({top.kind}, {_shape(top.shape)}) = "
+            f"{fmt(s.value)} ({s.status})"
+        )
+    if result.heads:
+        h = max(result.heads, key=lambda r: r.qk_spectral_norm.value)
+        value = fmt(h.qk_spectral_norm.value)
+        parts.append(f"largest ||QK_h||_2: {h.block} head {h.head}/{h.heads} = {value}")
+    return "; ".join(parts) or "no layer with a spectral norm"
+
+
+def inspect_skipped_table(result: InspectResult) -> Table:
+    """Parameters no handler took, with the reason (never dropped silently)."""
+    table = Table(title="skipped (not analysed)", title_justify="left")
+    table.add_column("parameter", overflow="fold")
+    table.add_column("shape", no_wrap=True)
+    table.add_column("dtype", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for s in result.skipped:
+        table.add_row(s.name, _shape(s.shape), s.dtype, s.reason)
+    return table
+
+
+def inspect_report(
+    result: InspectResult, sort: str | None = None, top: int | None = None
+) -> RenderableType:
+    """Everything ``tfbound inspect`` prints as a table: the headline, the layer table, the head
+    table, the skipped parameters and the notes."""
+    parts: list[RenderableType] = [
+        Text(headline(result), style="bold"),
+        inspect_table(result, sort, top),
+    ]
+    if result.heads:
+        parts.append(inspect_heads_table(result, sort, top))
+    if result.skipped:
+        parts.append(inspect_skipped_table(result))
+    parts += [Text(f"note: {n}", style="dim") for n in result.notes]
+    return Group(*parts)
+
+
 def inspect_table(result: InspectResult, sort: str | None = None, top: int | None = None) -> Table:
     """The per-layer rich table (name, kind, shape, norms, status), totals as its caption."""
     rows = sorted_layers(result, sort, top)
@@ -129,7 +182,7 @@ def inspect_table(result: InspectResult, sort: str | None = None, top: int | Non
         caption=_totals_line(result),
         caption_justify="left",
     )
-    table.add_column("layer", overflow="fold")
+    table.add_column("layer", overflow="fold", min_width=20)
     table.add_column("kind", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     for header in ("spectral", "frobenius", "(2,1)", "stable rank"):
@@ -161,7 +214,7 @@ def inspect_heads_table(
     table = Table(
         title="attention heads (QK_h = Wq_h^T Wk_h, VO_h = Wo_h Wv_h)", title_justify="left"
     )
-    table.add_column("block", overflow="fold")
+    table.add_column("block", overflow="fold", min_width=20)
     table.add_column("head", justify="right", no_wrap=True)
     for header in ("QK spectral", "QK (2,1)", "VO spectral", "VO (2,1)", "logit bias"):
         table.add_column(header, justify="right", no_wrap=True)
@@ -189,7 +242,7 @@ def inspect_markdown(result: InspectResult, sort: str | None = None, top: int | 
     lines = [f"## tfbound inspect: `{result.source}`", ""]
     if result.reference is not None:
         lines.append(f"reference: `{result.reference}`  ")
-    lines += [_totals_line(result), ""]
+    lines += [f"**{headline(result)}**  ", _totals_line(result), ""]
     header = "| layer | kind | shape | spectral | frobenius | (2,1) | stable rank |"
     rule = "|---|---|---|---:|---:|---:|---:|"
     if with_ref:
