@@ -432,7 +432,15 @@ def _head_terms(inp: CapacityInputs, chain: list[Affine]) -> list[Term]:
                 source="bound-spec section 2 (MLP head, L_s-Lipschitz activation with s(0) = 0; "
                 "Ledoux-Talagrand contraction); U_sigma as in section 3",
                 confidence=1.0 - inp.deltas["mc"] / inp.cfg.bound.encoder_candidates,
-                details={"L_s": act.lipschitz, "activation": act.name, "a": a, "b": b, "B_0": b0},
+                details={
+                    "L_s": act.lipschitz,
+                    "activation": act.name,
+                    "a": a,
+                    "b": b,
+                    "B_0": b0,
+                    "U_sigma": inp.u_sigma,
+                    "n": n,
+                },
             )
         )
     return out
