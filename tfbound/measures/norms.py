@@ -323,7 +323,8 @@ def matrix_norms(
     (power iteration, status ``estimated``; the stable rank is then an estimate too).
     """
     wm = as_matrix(w, check_finite=False)
-    row_sq = (wm * wm).sum(dim=1)
+    row_norm = torch.linalg.vector_norm(wm, dim=1)  # no W-sized temporary (streaming memory)
+    row_sq = row_norm * row_norm
     fro_sq = _require_finite(float(row_sq.sum()))
     if spectral == "exact":
         lam, method = _lambda_max(gram_smaller(wm))
@@ -347,7 +348,7 @@ def matrix_norms(
         shape=(int(wm.shape[0]), int(wm.shape[1])),
         spectral_norm=spec,
         frobenius_norm=NormValue(math.sqrt(fro_sq), "certified", "frobenius"),
-        l21_norm=NormValue(float(row_sq.sqrt().sum()), "certified", "row_l2_sum"),
+        l21_norm=NormValue(float(row_norm.sum()), "certified", "row_l2_sum"),
         stable_rank=NormValue(srank, spec.status, "frobenius_sq/spectral_sq"),
         distance_to_reference=dist,
         l21_distance_to_reference=l21_dist,
