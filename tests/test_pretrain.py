@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,15 @@ TINY_MLP = MLPArch(input_dim=16, hidden=(12,), feature_dim=8, decoder_hidden=(6,
 TINY_CE = ContextEncoderTask((1, 4, 4), (1, 1, 2, 2))
 TINY_VIT = ViTArch(image_size=4, patch_size=2, dim=8, depth=1, heads=2, decoder_hidden=(8,))
 TINY_MAE = MaskedAutoencoderTask(0.5)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models: one thread is faster and immune to a busy machine (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _x(n: int, d: int = 16, seed: int = 0) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,6 +18,15 @@ from tfbound.radreg import (
     effective_rank,
     normalize_features,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models: one thread is faster and immune to a busy machine (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _features(m: int = 30, d: int = 6, seed: int = 0, shift: float = 1.0) -> torch.Tensor:
