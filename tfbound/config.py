@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tfbound.errors import ConfigError
+from tfbound.terms import to_plain
 
 CONFIG_FILENAME = "tfbound.yaml"
 
@@ -91,7 +92,7 @@ class ModuleSpec:
         options = {
             k: _relative(v, base) if isinstance(v, Path) else v for k, v in self.options.items()
         }
-        out: dict[str, Any] = {"arch": self.arch, **_plain(options)}
+        out: dict[str, Any] = {"arch": self.arch, **to_plain(options)}
         if self.weights is not None:
             out["weights"] = _relative(self.weights, base)
         if self.reference is not None:
@@ -206,19 +207,11 @@ class Config:
             out["decoder"] = self.decoder.to_dict(base)
         if self.pretext is not None:
             out["pretext"] = {
-                k: _plain(v) for k, v in asdict(self.pretext).items() if v is not None
+                k: to_plain(v) for k, v in asdict(self.pretext).items() if v is not None
             }
         if self.gates:
             out["gates"] = dict(self.gates)
         return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in sorted(value.items())}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -251,7 +244,7 @@ def load_config(path: str | Path) -> Config:
 def parse_config(raw: Any, path: Path) -> Config:
     path = path.resolve()
     top = _mapping(raw, "the top level", path)
-    _no_unknown(
+    reject_unknown(
         top,
         # 'transfer' belongs to `tfbound transfer` (tfbound.transfer); estimate ignores it
         {"encoder", "head", "decoder", "pretext", "data", "bound", "gates", "transfer"},
@@ -303,7 +296,7 @@ def _mapping(raw: Any, where: str, path: Path) -> dict[str, Any]:
     return raw
 
 
-def _no_unknown(section: Mapping[str, Any], allowed: set[str], where: str, path: Path) -> None:
+def reject_unknown(section: Mapping[str, Any], allowed: set[str], where: str, path: Path) -> None:
     unknown = sorted(set(section) - allowed)
     if unknown:
         raise ConfigError(
@@ -321,7 +314,7 @@ def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
         raise ConfigError(f"'{role}.arch' must be one of {archs}, got {arch!r}", path=path)
     defaults = _ARCH_OPTIONS[(role, arch)]
     allowed = {"arch", "weights", *defaults} | ({"reference"} if role == "encoder" else set())
-    _no_unknown(section, allowed, f"'{role}' ({arch})", path)
+    reject_unknown(section, allowed, f"'{role}' ({arch})", path)
     options: dict[str, Any] = {}
     for key, default in defaults.items():
         if key in section:
@@ -353,7 +346,8 @@ def _array_source(name: str, raw: Any, base: Path, path: Path, labeled: bool) ->
     if isinstance(raw, str):
         return ArraySource((base / raw).resolve(), "x", "y" if labeled else None)
     section = _mapping(raw, f"'data.{name}'", path)
-    _no_unknown(section, {"path", "x", "y"} if labeled else {"path", "x"}, f"'data.{name}'", path)
+    allowed = {"path", "x", "y"} if labeled else {"path", "x"}
+    reject_unknown(section, allowed, f"'data.{name}'", path)
     if not isinstance(section.get("path"), str):
         raise ConfigError(f"'data.{name}.path' must be a path string", path=path)
     return ArraySource(
@@ -367,7 +361,7 @@ def _data_spec(raw: Any, base: Path, path: Path) -> DataSpec:
     section = _mapping(raw, "'data'", path)
     labeled = {"downstream_train", "downstream_test"}
     unlabeled = {"pretrain_train", "pretrain_val", "downstream_unlabeled"}
-    _no_unknown(section, labeled | unlabeled, "'data'", path)
+    reject_unknown(section, labeled | unlabeled, "'data'", path)
     if "downstream_train" not in section:
         raise ConfigError("'data' needs 'downstream_train'", path=path)
     sources = {k: _array_source(k, v, base, path, k in labeled) for k, v in section.items()}
@@ -378,11 +372,11 @@ def _pretext_spec(raw: Any, path: Path) -> PretextSpec:
     section = _mapping(raw, "'pretext'", path)
     kind = section.get("kind")
     if kind == "ce":
-        _no_unknown(
+        reject_unknown(
             section, {"kind", "image_shape", "block", "box", "seed"}, "'pretext' (ce)", path
         )
     elif kind == "mae":
-        _no_unknown(section, {"kind", "mask_ratio", "box", "seed"}, "'pretext' (mae)", path)
+        reject_unknown(section, {"kind", "mask_ratio", "box", "seed"}, "'pretext' (mae)", path)
     else:
         raise ConfigError(f"'pretext.kind' must be 'ce' or 'mae', got {kind!r}", path=path)
     box = _number_list(section.get("box"), 2, "pretext.box", path, float)
@@ -427,12 +421,12 @@ def _int(raw: Any, key: str, path: Path) -> int:
 def _bound_spec(raw: Any, path: Path) -> BoundSpec:
     section = _mapping(raw, "'bound'", path)
     fields = set(BoundSpec.__dataclass_fields__)
-    _no_unknown(section, fields, "'bound'", path)
+    reject_unknown(section, fields, "'bound'", path)
     values: dict[str, Any] = {}
     for key, value in section.items():
         if key == "delta_shares":
             shares = _mapping(value, "'bound.delta_shares'", path)
-            _no_unknown(shares, set(DEFAULT_DELTA_SHARES), "'bound.delta_shares'", path)
+            reject_unknown(shares, set(DEFAULT_DELTA_SHARES), "'bound.delta_shares'", path)
             values[key] = MappingProxyType({**DEFAULT_DELTA_SHARES, **shares})
         elif key in ("n_draws", "seed", "batch_size", "encoder_candidates", "split_seed"):
             values[key] = _int(value, f"bound.{key}", path)

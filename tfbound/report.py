@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tfbound import __version__
-from tfbound.terms import Status, Term, _plain
+from tfbound.terms import Status, Term, to_plain
 
 SCHEMA_VERSION = "1.0"
 
@@ -55,15 +55,15 @@ class Report:
             "schema_version": self.schema_version,
             "tfbound_version": self.tfbound_version,
             "kind": self.kind,
-            "config": _plain(self.config),
-            "model": _plain(self.model),
-            "data": _plain(self.data),
-            "deltas": _plain(self.deltas),
+            "config": to_plain(self.config),
+            "model": to_plain(self.model),
+            "data": to_plain(self.data),
+            "deltas": to_plain(self.deltas),
             "terms": {t.key: t.to_dict() for t in self.terms},
             "bounds": {t.key: t.to_dict() for t in self.bounds},
             "warnings": list(self.warnings),
         }
-        out.update(_plain(self.extra))
+        out.update(to_plain(self.extra))
         return out
 
 

@@ -62,15 +62,16 @@ class Term:
         if self.components:
             out["components"] = list(self.components)
         if self.details:
-            out["details"] = _plain(self.details)
+            out["details"] = to_plain(self.details)
         return out
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """Plain JSON data: mappings with sorted string keys, lists, non-finite floats as None."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in sorted(value.items())}
+        return {str(k): to_plain(v) for k, v in sorted(value.items())}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -44,7 +44,14 @@ from typing import Any
 
 import yaml
 
-from tfbound.config import CONFIG_FILENAME, ArraySource, Config, load_config, parse_config
+from tfbound.config import (
+    CONFIG_FILENAME,
+    ArraySource,
+    Config,
+    load_config,
+    parse_config,
+    reject_unknown,
+)
 from tfbound.errors import ConfigError
 from tfbound.transfer.fit import DEFAULT_BETA_GRID
 
@@ -257,14 +264,6 @@ def _mapping(raw: Any, where: str, path: Path) -> dict[str, Any]:
     return raw
 
 
-def _no_unknown(section: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
-            f"allowed: {', '.join(sorted(allowed))}",
-            path=path,
-        )
 
 
 def _number(
@@ -308,7 +307,7 @@ def _list(raw: Any, key: str, path: Path) -> list[Any]:
 def parse_transfer_section(raw: Any, path: Path, base: Config) -> TransferConfig:
     """Validate the ``transfer:`` mapping; ``base`` is the already-parsed base config."""
     s = _mapping(raw, "'transfer'", path)
-    _no_unknown(
+    reject_unknown(
         s,
         {
             "base",
@@ -356,7 +355,7 @@ def parse_transfer_section(raw: Any, path: Path, base: Config) -> TransferConfig
         heldout_name = heldout_raw
     else:
         h = _mapping(heldout_raw, "'transfer.heldout'", path)
-        _no_unknown(h, {"path", "x", "y"}, "'transfer.heldout'", path)
+        reject_unknown(h, {"path", "x", "y"}, "'transfer.heldout'", path)
         if not isinstance(h.get("path"), str):
             raise ConfigError("'transfer.heldout.path' must be a path string", path=path)
         heldout = ArraySource(
@@ -391,7 +390,7 @@ def parse_transfer_section(raw: Any, path: Path, base: Config) -> TransferConfig
 
 def _family(raw: Any, path: Path) -> FamilySpec:
     s = _mapping(raw, "'transfer.family'", path)
-    _no_unknown(s, {"include_base", "perturbations", "checkpoints"}, "'transfer.family'", path)
+    reject_unknown(s, {"include_base", "perturbations", "checkpoints"}, "'transfer.family'", path)
     include_base = _bool(s.get("include_base", True), "transfer.family.include_base", path)
     pert: PerturbationSpec | None = PerturbationSpec()
     if "perturbations" in s:
@@ -399,7 +398,7 @@ def _family(raw: Any, path: Path) -> FamilySpec:
             pert = None
         else:
             p = _mapping(s["perturbations"], "'transfer.family.perturbations'", path)
-            _no_unknown(p, {"scales", "seeds"}, "'transfer.family.perturbations'", path)
+            reject_unknown(p, {"scales", "seeds"}, "'transfer.family.perturbations'", path)
             scales = tuple(
                 _number(v, "transfer.family.perturbations.scales", path, lo=0.0, lo_open=True)
                 for v in _list(p.get("scales", list(DEFAULT_SCALES)), "scales", path)
@@ -414,7 +413,7 @@ def _family(raw: Any, path: Path) -> FamilySpec:
     ck: CheckpointSpec | None = None
     if s.get("checkpoints") is not None:
         c = _mapping(s["checkpoints"], "'transfer.family.checkpoints'", path)
-        _no_unknown(
+        reject_unknown(
             c, {"root", "roots", "paths", "pipeline"}, "'transfer.family.checkpoints'", path
         )
         pipeline = c.get("pipeline")
@@ -430,7 +429,7 @@ def _family(raw: Any, path: Path) -> FamilySpec:
             if isinstance(e, str):
                 e = {"encoder": e}
             em = _mapping(e, f"'transfer.family.checkpoints.paths[{i}]'", path)
-            _no_unknown(em, {"encoder", "run", "epoch"}, f"checkpoints.paths[{i}]", path)
+            reject_unknown(em, {"encoder", "run", "epoch"}, f"checkpoints.paths[{i}]", path)
             if not isinstance(em.get("encoder"), str):
                 raise ConfigError(f"checkpoints.paths[{i}].encoder must be a path", path=path)
             epoch = em.get("epoch")
@@ -449,7 +448,7 @@ def _family(raw: Any, path: Path) -> FamilySpec:
 
 def _refit(raw: Any, path: Path) -> DecoderRefitSpec:
     s = _mapping(raw, "'transfer.decoder_refit'", path)
-    _no_unknown(s, {"kind", "ridge", "steps", "lr"}, "'transfer.decoder_refit'", path)
+    reject_unknown(s, {"kind", "ridge", "steps", "lr"}, "'transfer.decoder_refit'", path)
     kind = s.get("kind", "ridge")
     if kind not in ("ridge", "configured"):
         raise ConfigError(
@@ -466,7 +465,7 @@ def _refit(raw: Any, path: Path) -> DecoderRefitSpec:
 
 def _probe(raw: Any, path: Path) -> ProbeSpec:
     s = _mapping(raw, "'transfer.probe'", path)
-    _no_unknown(s, {"radius", "logistic_steps", "ramp_steps"}, "'transfer.probe'", path)
+    reject_unknown(s, {"radius", "logistic_steps", "ramp_steps"}, "'transfer.probe'", path)
     r = s.get("radius", "head")
     radius = (
         None if r == "head" else _number(r, "transfer.probe.radius", path, lo=0.0, lo_open=True)
@@ -480,7 +479,7 @@ def _probe(raw: Any, path: Path) -> ProbeSpec:
 
 def _fit(raw: Any, path: Path) -> FitSpec:
     s = _mapping(raw, "'transfer.fit'", path)
-    _no_unknown(s, {"beta", "noise_floor_z", "n_boot", "beta_grid"}, "'transfer.fit'", path)
+    reject_unknown(s, {"beta", "noise_floor_z", "n_boot", "beta_grid"}, "'transfer.fit'", path)
     grid = s.get("beta_grid")
     return FitSpec(
         beta=_number(s.get("beta", 0.5), "transfer.fit.beta", path, lo=0.0, lo_open=True),
@@ -499,7 +498,7 @@ def _fit(raw: Any, path: Path) -> FitSpec:
 
 def _het(raw: Any, path: Path) -> HeterogeneitySpec:
     s = _mapping(raw, "'transfer.heterogeneity'", path)
-    _no_unknown(
+    reject_unknown(
         s,
         {"enabled", "n_permutations", "delta_tv", "downstream", "tv_upper"},
         "'transfer.heterogeneity'",

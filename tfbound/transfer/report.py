@@ -9,7 +9,7 @@ from typing import Any
 
 from tfbound import __version__
 from tfbound.report import SCHEMA_VERSION
-from tfbound.terms import Term, _plain
+from tfbound.terms import Term, to_plain
 
 TRANSFER_KIND = "transfer"
 
@@ -44,17 +44,17 @@ class TransferReport:
             "schema_version": self.schema_version,
             "tfbound_version": self.tfbound_version,
             "kind": TRANSFER_KIND,
-            "config": _plain(self.config),
-            "transfer": _plain(self.transfer),
-            "family": _plain(self.family),
-            "data": _plain(self.data),
-            "reference": _plain(self.reference),
-            "members": [_plain(m) for m in self.members],
-            "fit": _plain(self.fit),
+            "config": to_plain(self.config),
+            "transfer": to_plain(self.transfer),
+            "family": to_plain(self.family),
+            "data": to_plain(self.data),
+            "reference": to_plain(self.reference),
+            "members": [to_plain(m) for m in self.members],
+            "fit": to_plain(self.fit),
             "terms": {t.key: t.to_dict() for t in self.terms},
             "warnings": list(self.warnings),
         }
-        out.update(_plain(self.extra))
+        out.update(to_plain(self.extra))
         return out
 
 
