@@ -86,20 +86,24 @@ def report_table(report: dict[str, Any]) -> RenderableType:
     ]
     if held:
         parts.append(Text("held out: " + "   ".join(held)))
-    certs = Table(title="certificates", title_justify="left")
-    for col in ("certificate", "value", "probability", "tightness", "quantity", "source"):
-        certs.add_column(col, overflow="fold", no_wrap=col != "source")
+    certs = Table(title="certificates (each a complete bound; never added together)")
+    for col in ("certificate", "value", "probability", "tightness"):
+        certs.add_column(col, no_wrap=True, justify="left" if col == "certificate" else "right")
+    sources = Text(style="dim")
     for total in ordered:
+        name = total["key"]
+        if total["quantity"] != "downstream_test_error":
+            name += f" ({total['quantity']})"
         certs.add_row(
-            Text(total["key"], style="bold" if total is ordered[0] else ""),
+            Text(name, style="bold" if total is ordered[0] else ""),
             fmt(total["value"]),
             fmt(total.get("confidence")),
             fmt(tightness_of(report, total["key"])),
-            Text(total["quantity"]),
-            Text(total["source"]),
         )
+        sources.append(f"{total['key']}: {total['source']}\n")
     if ordered:
         parts.append(certs)
+        parts.append(sources)
 
     section2 = bounds.get("certified_test_error_bound")
     parts.append(
