@@ -43,6 +43,7 @@ from tfbound.adapters import (
     plan_tensors,
 )
 from tfbound.errors import CheckpointError, InputError, UsageError
+from tfbound.features import ProgressFn
 from tfbound.measures.norms import NormValue, SpectralMode, weakest_status
 
 PathLike = str | os.PathLike[str]
@@ -333,7 +334,6 @@ class _UnitCache:
 
 
 #: ``progress(task, done, total)``, called after every work unit.
-ProgressFn = Callable[[str, int, int], None]
 
 
 def _run(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,40 +33,24 @@ from tfbound.bounds.tight import (
 )
 from tfbound.config import ArraySource, Config, PretextSpec, load_config
 from tfbound.errors import ConfigError, DataError
+from tfbound.features import ProgressFn, feature_batches, input_batches
 from tfbound.io.datasets import load_inputs, load_labeled
 from tfbound.measures.rirc import RircEstimate, rirc_linear
 from tfbound.models.build import build_head, build_module, feature_dim_of
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.pretext import (
-    ContextEncoderTask,
-    MaskedAutoencoderTask,
     PretextTask,
     clipped_square_loss,
     pretext_batch,
+    pretext_task,
 )
 from tfbound.report import Report
 from tfbound.terms import Status, Term
-
-#: ``progress(task, done, total)`` is called after every batch.
-ProgressFn = Callable[[str, int, int], None]
 
 RIRC_SOURCE = (
     "bound-spec section 3: Monte Carlo over K sign vectors; McDiarmid upper value "
     "mean + sqrt(sum ||z'||^2) sqrt(2 log(1/delta_mc)/K), capped by Jensen sqrt(sum ||z'||^2)"
 )
-
-
-def _batches(
-    x: np.ndarray, batch_size: int, source: ArraySource, task: str, progress: ProgressFn | None
-) -> Iterator[torch.Tensor]:
-    n = x.shape[0]
-    for start in range(0, n, batch_size):
-        batch = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float32))
-        if not bool(torch.isfinite(batch).all()):
-            raise DataError(f"inputs '{source.x}' contain NaN or Inf", path=source.path)
-        yield batch
-        if progress is not None:
-            progress(task, min(n, start + batch_size), n)
 
 
 @dataclass(frozen=True)
@@ -88,25 +72,19 @@ def _feature_pass(
 ) -> _Pass:
     feats: list[np.ndarray] = []
     scores: list[np.ndarray] = []
-    for batch in _batches(x, batch_size, source, task, progress):
-        z = encoder(batch).reshape(batch.shape[0], -1)
-        if not bool(torch.isfinite(z).all()):
-            raise DataError("the encoder produced NaN or Inf features", path=source.path)
+    for z in feature_batches(
+        encoder,
+        x,
+        batch_size,
+        what=f"inputs '{source.x}'",
+        path=source.path,
+        task=task,
+        progress=progress,
+    ):
         scores.append(head(z).to(torch.float64).numpy())
         if keep_features:
             feats.append(z.to(torch.float64).numpy())
     return _Pass(np.concatenate(feats) if keep_features else None, np.concatenate(scores))
-
-
-def _pretext_task(spec: PretextSpec) -> PretextTask:
-    if spec.kind == "ce":
-        assert spec.image_shape is not None and spec.block is not None
-        try:
-            return ContextEncoderTask(spec.image_shape, spec.block)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-    assert spec.mask_ratio is not None
-    return MaskedAutoencoderTask(spec.mask_ratio)
 
 
 @torch.inference_mode()
@@ -124,7 +102,9 @@ def _pretext_mean_loss(
     x = load_inputs(source)
     gen = torch.Generator().manual_seed(seed)
     total, n, out_dim = 0.0, 0, 0
-    for batch in _batches(x, batch_size, source, label, progress):
+    for batch in input_batches(
+        x, batch_size, what=f"inputs '{source.x}'", path=source.path, task=label, progress=progress
+    ):
         try:
             pred, target = pretext_batch(task, encoder, decoder, batch, gen)
         except (RuntimeError, ValueError, TypeError) as exc:
@@ -430,7 +410,7 @@ def _estimate(
     pretext_fit: tuple[float, int, int] | None = None
     if cfg.pretext is not None and cfg.decoder is not None and cfg.data.pretrain_train is not None:
         decoder = build_module(cfg.decoder)
-        task = _pretext_task(cfg.pretext)
+        task = pretext_task(cfg.pretext)
         tr_mean, n_pre, out_dim = _pretext_mean_loss(
             task,
             encoder,

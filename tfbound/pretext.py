@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tfbound.config import PretextSpec
+from tfbound.errors import ConfigError
 from tfbound.models.vit import ViTEncoder
 
 
@@ -79,6 +81,19 @@ class MaskedAutoencoderTask:
 
 
 PretextTask = ContextEncoderTask | MaskedAutoencoderTask
+
+
+def pretext_task(spec: PretextSpec) -> PretextTask:
+    """The task a config's ``pretext`` section describes; a block that does not fit is a
+    ``ConfigError``."""
+    if spec.kind == "ce":
+        assert spec.image_shape is not None and spec.block is not None
+        try:
+            return ContextEncoderTask(spec.image_shape, spec.block)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    assert spec.mask_ratio is not None
+    return MaskedAutoencoderTask(spec.mask_ratio)
 
 
 def pretext_batch(

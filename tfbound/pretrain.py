@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from tfbound.features import ProgressFn
 from tfbound.models import MLP, LinearHead, MLPEncoder, ViTEncoder
 from tfbound.pretext import (
     ContextEncoderTask,
@@ -49,7 +50,6 @@ from tfbound.radreg import AdversarialRadReg, Normalize, RadReg
 TRAIN_MASK_OFFSET = 1000
 
 #: ``progress(task, done, total)``, called after every epoch.
-ProgressFn = Callable[[str, int, int], None]
 #: ``on_checkpoint(epoch, encoder, decoder)``: modules in eval mode under ``torch.no_grad()``
 #: (``torch.enable_grad()`` inside works); do not modify them.
 CheckpointFn = Callable[[int, nn.Module, nn.Module], None]

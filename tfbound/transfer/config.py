@@ -264,8 +264,6 @@ def _mapping(raw: Any, where: str, path: Path) -> dict[str, Any]:
     return raw
 
 
-
-
 def _number(
     raw: Any,
     key: str,

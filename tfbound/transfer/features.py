@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tfbound.errors import ConfigError, DataError
+from tfbound.features import encode
 from tfbound.models.vit import ViTEncoder
 from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask, PretextTask
 
@@ -43,21 +44,9 @@ def _check_finite(z: torch.Tensor) -> None:
         raise DataError("the encoder produced NaN or Inf features")
 
 
-@torch.inference_mode()
 def clean_features(encoder: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """``h(x)`` as float64 ``(n, d)``; the encoder is put in eval mode and restored after."""
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        out = []
-        for start in range(0, x.shape[0], batch_size):
-            batch = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float32))
-            z = encoder(batch).reshape(batch.shape[0], -1)
-            _check_finite(z)
-            out.append(z.to(torch.float64).numpy())
-        return np.concatenate(out)
-    finally:
-        encoder.train(was_training)
+    """``h(x)`` as float64 ``(n, d)`` (``tfbound.features.encode``: eval mode, restored after)."""
+    return encode(encoder, x, batch_size)
 
 
 def draw_masks(task: PretextTask, encoder: nn.Module, x: np.ndarray, seed: int) -> PretextTargets:

@@ -17,7 +17,6 @@ Both are paired per-example differences with a normal interval at ``level``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ import numpy as np
 import torch
 
 from tfbound.bounds.margin import linear_head_norm, relu_path_norm
-from tfbound.config import PretextSpec
 from tfbound.errors import ConfigError, DataError
+from tfbound.features import ProgressFn
 from tfbound.io.datasets import load_inputs, load_labeled
 from tfbound.models.build import build_head, build_module, feature_dim_of
 from tfbound.models.heads import LinearHead, MLPHead
-from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask, PretextTask
+from tfbound.pretext import pretext_task
 from tfbound.terms import Status, Term
 from tfbound.transfer.config import TransferConfig, load_transfer_config
 from tfbound.transfer.excess import (
@@ -49,24 +48,11 @@ from tfbound.transfer.features import clean_features, corrupted_features, draw_m
 from tfbound.transfer.fit import TransferFit, fit_transfer
 from tfbound.transfer.report import TransferReport
 
-ProgressFn = Callable[[str, int, int], None]
-
 FIT_SOURCE = (
     "bound-spec 6.2: errors-in-variables log-log fit, bootstrap by run, envelope "
     "C(beta) = max_j E_T/E_U^beta at a beta fixed in advance"
 )
 EXCESS_SOURCE = "bound-spec 6.2: paired per-example differences against the reference member"
-
-
-def pretext_task(spec: PretextSpec) -> PretextTask:
-    if spec.kind == "ce":
-        assert spec.image_shape is not None and spec.block is not None
-        try:
-            return ContextEncoderTask(spec.image_shape, spec.block)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-    assert spec.mask_ratio is not None
-    return MaskedAutoencoderTask(spec.mask_ratio)
 
 
 def sha256_of(path: Path | None) -> str | None:

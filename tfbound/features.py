@@ -1,0 +1,70 @@
+"""The one batched pass of an encoder over an input array, shared by every command.
+
+Inputs are read ``batch_size`` rows at a time (a memory-mapped ``.npy`` is never loaded whole),
+checked for NaN/Inf, and encoded under ``torch.inference_mode()``; the features are checked too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tfbound.errors import DataError
+
+#: ``progress(task, done, total)`` is called after every batch.
+ProgressFn = Callable[[str, int, int], None]
+
+
+def input_batches(
+    x: np.ndarray,
+    batch_size: int,
+    *,
+    what: str = "inputs",
+    path: Path | None = None,
+    task: str = "",
+    progress: ProgressFn | None = None,
+) -> Iterator[torch.Tensor]:
+    """float32 row batches of ``x``; NaN or Inf is a ``DataError`` naming ``what`` and ``path``."""
+    n = x.shape[0]
+    for start in range(0, n, batch_size):
+        batch = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float32))
+        if not bool(torch.isfinite(batch).all()):
+            raise DataError(f"{what} contain NaN or Inf", path=path)
+        yield batch
+        if progress is not None:
+            progress(task, min(n, start + batch_size), n)
+
+
+def feature_batches(
+    encoder: nn.Module,
+    x: np.ndarray,
+    batch_size: int,
+    *,
+    what: str = "inputs",
+    path: Path | None = None,
+    task: str = "",
+    progress: ProgressFn | None = None,
+) -> Iterator[torch.Tensor]:
+    """``h(x)`` batch by batch, ``(b, d)``; call under ``torch.inference_mode()`` in eval mode."""
+    for batch in input_batches(x, batch_size, what=what, path=path, task=task, progress=progress):
+        z = encoder(batch).reshape(batch.shape[0], -1)
+        if not bool(torch.isfinite(z).all()):
+            raise DataError("the encoder produced NaN or Inf features", path=path)
+        yield z
+
+
+@torch.inference_mode()
+def encode(encoder: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """``h(x)`` as float64 ``(n, d)``; the encoder is put in eval mode and restored after."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return np.concatenate(
+            [z.to(torch.float64).numpy() for z in feature_batches(encoder, x, batch_size)]
+        )
+    finally:
+        encoder.train(was_training)
