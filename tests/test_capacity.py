@@ -18,25 +18,26 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tests.conftest import write_pipeline
-from tfbound.bounds.capacity import (
+from tfbound.adapters.chain import activation_of, mlp_chain
+from tfbound.bounds.budget import DeltaBudget
+from tfbound.config import load_config
+from tfbound.io.datasets import LabeledArrays
+from tfbound.measures.margin import ramp_loss
+from tfbound.measures.network import (
+    ROUNDING,
     Affine,
-    CapacityInputs,
-    activation_of,
     augmented_matrices,
-    capacity_terms,
     feature_norm_bound,
     grs_factor,
     grs_rademacher,
     layernorm_output_bound,
-    mlp_chain,
     spectral_complexity,
     sum_sq_with_constant,
 )
-from tfbound.bounds.margin import ROUNDING
-from tfbound.config import load_config
-from tfbound.measures.margin import ramp_loss
 from tfbound.models import MLP, LinearHead, MLPEncoder, MLPHead, ViTEncoder
 from tfbound.pipeline import estimate
+from tfbound.pipeline.capacity import CapacityOut, capacity_stage
+from tfbound.pipeline.stages import Models, Pass, Splits
 
 REPO = Path(__file__).resolve().parent.parent
 RELU = activation_of(nn.ReLU())
@@ -310,8 +311,15 @@ def test_finetuned_mlp_encoder_route(tmp_path: Path) -> None:
     path = _finetuned(tmp_path)
     report = _report(path)
     terms, bounds = report["terms"], report["bounds"]
-    assert list(bounds) == ["finetuned_test_error_bound"]
+    # the frozen certificates are demoted before the best one is chosen: the fine-tuned
+    # certificate is the only candidate, at the finetune share alone
+    assert list(bounds) == ["best_certified_test_error_bound", "finetuned_test_error_bound"]
     ft = bounds["finetuned_test_error_bound"]
+    headline = bounds["best_certified_test_error_bound"]
+    assert headline["details"]["chosen"] == "finetuned_test_error_bound"
+    assert headline["value"] == ft["value"]
+    assert headline["details"]["delta_shares"] == {"finetune": report["deltas"]["finetune"]}
+    assert terms["tightness_pac_bayes_deterministic"]["status"] == "diagnostic"
     assert ft["status"] == "certified" and ft["quantity"] == "downstream_test_error"
     assert all(terms[k]["status"] == "certified" for k in ft["components"])
     assert ft["value"] == pytest.approx(sum(terms[k]["value"] for k in ft["components"]))
@@ -364,7 +372,7 @@ def test_finetuned_route_needs_homogeneous_activations(tmp_path: Path) -> None:
     assert report["terms"]["certified_test_error_bound"]["status"] == "diagnostic"
 
 
-def _vit_inputs(tmp_path: Path, reference: bool) -> CapacityInputs:
+def _vit_capacity(tmp_path: Path, reference: bool) -> tuple[CapacityOut, np.ndarray]:
     torch.manual_seed(0)
     vit = ViTEncoder(4, 2, 1, 8, 2, 2).eval()
     save_file(vit.state_dict(), str(tmp_path / "vit.safetensors"))
@@ -390,26 +398,22 @@ def _vit_inputs(tmp_path: Path, reference: bool) -> CapacityInputs:
     with torch.no_grad():
         z = vit(x).double().numpy()
     y = np.where(np.arange(64) % 2 == 0, 1.0, -1.0)
-    return CapacityInputs(
-        cfg=cfg,
-        encoder=vit,
-        head=LinearHead(8),
-        train_x=x.numpy(),
-        train_y=y,
-        scores=np.zeros(64),
-        features=z,
-        u_sigma=1.0,
-        deltas={"finetune": 0.01, "mc": 0.001, "pre": 0.001},
+    models = Models(vit, LinearHead(8), 8, reference=vit if reference else None)
+    train = LabeledArrays(x.numpy(), y, cfg.data.downstream_train)
+    splits = Splits(train, None, None, None, None)
+    budget = DeltaBudget(0.05, {"finetune": 0.2, "mc": 0.02, "pre": 0.78})
+    out = capacity_stage(
+        cfg, models, splits, Pass(z, np.zeros(64)), u_sigma=1.0, budget=budget, pretext_train=None
     )
+    return out, z
 
 
 def test_vit_terms_and_the_finetuned_transformer_statement(tmp_path: Path) -> None:
-    inp = _vit_inputs(tmp_path, reference=False)
-    res = capacity_terms(inp)
+    res, features = _vit_capacity(tmp_path, reference=False)
     terms = {t.key: t for t in res.terms}
     fn = terms["feature_norm"]
     assert fn.status.value == "certified" and fn.value is not None
-    assert float(np.linalg.norm(inp.features, axis=1).max()) <= fn.value
+    assert float(np.linalg.norm(features, axis=1).max()) <= fn.value
     for key in ("transformer_capacity_egkz", "transformer_capacity_tt"):
         assert terms[key].status.value == "proxy" and (terms[key].value or 0) > 0
     assert "Edelman" in terms["transformer_capacity_egkz"].source
@@ -418,9 +422,9 @@ def test_vit_terms_and_the_finetuned_transformer_statement(tmp_path: Path) -> No
     blocks = terms["attention_qk_spectral_max"].details["blocks"]
     assert [b["block"] for b in blocks] == ["blocks.0.attn", "blocks.1.attn"]
     assert blocks[0]["mlp_layers"] == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]
-    assert not res.bounds and not res.finetuned
-    ft = capacity_terms(_vit_inputs(tmp_path, reference=True))
-    assert ft.finetuned and not ft.bounds
+    assert not res.bounds and not any("fine-tuned" in w for w in res.warnings)
+    ft, _ = _vit_capacity(tmp_path, reference=True)
+    assert not ft.bounds
     assert any("no certified route exists for a fine-tuned transformer" in w for w in ft.warnings)
     dist = next(t for t in ft.terms if t.key == "encoder_distance_to_reference")
     assert dist.value == 0.0 and dist.status.value == "diagnostic"

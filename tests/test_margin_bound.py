@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from tfbound.adapters.chain import mlp_chain
 from tfbound.bounds.margin import ROUNDING, linear_head_norm, margin_bound, relu_path_norm
 from tfbound.measures.margin import ramp_loss
+from tfbound.measures.network import Affine
 from tfbound.models import LinearHead, MLPHead
 
 
@@ -51,12 +53,20 @@ def test_zero_head_is_trivial() -> None:
     assert mb.best is None and mb.total == 1.0
 
 
+def _chain(module: torch.nn.Module) -> list[Affine]:
+    chain = mlp_chain(module)
+    assert chain is not None
+    return chain
+
+
 def test_head_norms() -> None:
     head = LinearHead(3)
     with torch.no_grad():
         head.linear.weight.copy_(torch.tensor([[3.0, 0.0, 4.0]]))
         head.linear.bias.fill_(6.0)
-    assert linear_head_norm(head, 2.0) == pytest.approx(math.sqrt(25 + 9) * ROUNDING, rel=1e-15)
+    assert linear_head_norm(_chain(head)[0], 2.0) == pytest.approx(
+        math.sqrt(25 + 9) * ROUNDING, rel=1e-15
+    )
     mlp = MLPHead(2, 2)
     with torch.no_grad():
         mlp.fc1.weight.copy_(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
@@ -65,7 +75,7 @@ def test_head_norms() -> None:
         mlp.fc2.bias.fill_(-3.0)
     # P = |2| * 5 + |-1| * sqrt(1 + (2/1)^2) + |-3| / 1
     expected = 10 + math.sqrt(5) + 3
-    assert relu_path_norm(mlp, 1.0) == pytest.approx(expected * ROUNDING, rel=1e-12)
+    assert relu_path_norm(_chain(mlp), 1.0) == pytest.approx(expected * ROUNDING, rel=1e-12)
 
 
 def test_relu_path_norm_bounds_the_head_output() -> None:
@@ -74,7 +84,7 @@ def test_relu_path_norm_bounds_the_head_output() -> None:
     mlp = MLPHead(5, 7)
     z = torch.randn(200, 5, generator=gen)
     c = 1.5
-    p = relu_path_norm(mlp, c)
+    p = relu_path_norm(_chain(mlp), c)
     zp = torch.cat([z, torch.full((200, 1), c)], 1)
     with torch.no_grad():
         assert torch.all(mlp(z).abs() <= p * zp.norm(dim=1) + 1e-6)

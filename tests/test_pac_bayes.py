@@ -14,21 +14,24 @@ import pytest
 import torch
 
 import tfbound.bounds.pac_bayes as pb
-from tfbound.bounds.pac_bayes import (
+from tfbound.adapters.functional import pac_bayes_mlp_gibbs
+from tfbound.bounds.pac_bayes import gibbs_error_exact, pac_bayes_linear
+from tfbound.bounds.pac_bayes_search import (
     DEFAULT_BETA_GRID,
     DEFAULT_TAU_GRID,
-    fit_metric,
-    gibbs_error_exact,
-    kl_inv_vec,
-    kl_isotropic,
-    normalised_margins,
     pac_bayes_from_margins,
-    pac_bayes_linear,
-    unit_direction,
 )
 from tfbound.bounds.split import augment_features, fit_prior_probe, split_indices
 from tfbound.errors import DataError
 from tfbound.measures.binomial import clopper_pearson_lower, kl_inv, xi
+from tfbound.measures.gaussian import (
+    fit_metric,
+    kl_inv_vec,
+    kl_isotropic,
+    normalised_margins,
+    std_normal_cdf,
+    unit_direction,
+)
 from tfbound.models.heads import MLPHead
 
 
@@ -254,7 +257,7 @@ def test_search_is_not_beaten_by_other_cells(task: Task) -> None:
         mu = float(np.exp(rng.uniform(math.log(0.05), math.log(400.0))))
         if rng.random() < 0.5:  # near the prior's scale, where the good cells are
             mu = beta * cos * float(np.exp(rng.normal(0, 0.1))) + 1e-3
-        e = float(np.mean(pb.std_normal_cdf(tau - mu * gamma)))
+        e = float(np.mean(std_normal_cdf(tau - mu * gamma)))
         value = kl_inv(e, (kl_isotropic(mu, beta, cos) + res.log_term) / res.n2)
         assert min(1.0, value / (0.5 * math.erfc(-tau / math.sqrt(2)))) >= (
             res.deterministic_bound - 1e-9
@@ -410,7 +413,7 @@ def test_mlp_gibbs_bound_recomputes_and_is_valid() -> None:
     head = _fit_mlp(init, z, y)
     prior_s1 = _fit_mlp(init, z[idx1], y[idx1])  # an S1 fit started from the same init
     head.train()
-    res = pb.pac_bayes_mlp_gibbs(
+    res = pac_bayes_mlp_gibbs(
         head, [init, prior_s1], z[idx2], y[idx2],
         sigma_grid=(0.03, 0.1, 0.3), n_samples=400, delta_pb=0.025, delta_s=0.025, seed=3,
     )  # fmt: skip
@@ -453,7 +456,7 @@ def test_mlp_gibbs_small_noise_recovers_the_deterministic_error() -> None:
     torch.manual_seed(1)
     init = MLPHead(4, 6)
     head = _fit_mlp(init, z, y, steps=100)
-    res = pb.pac_bayes_mlp_gibbs(
+    res = pac_bayes_mlp_gibbs(
         head, [init], z[200:], y[200:],
         sigma_grid=(1e-9,), n_samples=5, delta_pb=0.05, delta_s=0.05, seed=0,
     )  # fmt: skip
@@ -461,11 +464,11 @@ def test_mlp_gibbs_small_noise_recovers_the_deterministic_error() -> None:
         scores = head(torch.tensor(z[200:], dtype=torch.float64).float()).double().numpy()
     assert res.cells[0].sampled_error == pytest.approx(float(np.mean(y[200:] * scores <= 0)))
     with pytest.raises(ValueError, match="architecture"):
-        pb.pac_bayes_mlp_gibbs(
+        pac_bayes_mlp_gibbs(
             head, [MLPHead(4, 7)], z, y,
             sigma_grid=(0.1,), n_samples=5, delta_pb=0.05, delta_s=0.05, seed=0,
         )  # fmt: skip
     with pytest.raises(ValueError):
-        pb.pac_bayes_mlp_gibbs(
+        pac_bayes_mlp_gibbs(
             head, [init], z, y, sigma_grid=(0.0,), n_samples=5, delta_pb=0.05, delta_s=0.05, seed=0
         )

@@ -387,7 +387,7 @@ def _inspect_config(
     from tfbound.config import load_config
     from tfbound.inspect import inspect_module, merge_results
     from tfbound.models.build import build_head, build_module, feature_dim_of
-    from tfbound.pipeline import _loaders
+    from tfbound.pipeline.stages import data_loaders as _loaders
 
     cfg = load_config(path)
     encoder = build_module(cfg.encoder)

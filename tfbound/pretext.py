@@ -7,19 +7,21 @@
   patches only and the decoder predicts every patch from the pooled features; the loss counts the
   ``D = n_drop * patch_dim`` pixels of the dropped patches only.
 
-``pretext_batch`` returns ``(prediction, target)`` of shape ``(n, D)`` for either task.
+``pretext_batch`` returns ``(prediction, target)`` of shape ``(n, D)`` for either task;
+``pretext_losses`` the per-example clipped square loss, the one loss every command evaluates.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from tfbound.config import PretextSpec
-from tfbound.errors import ConfigError
+from tfbound.errors import ConfigError, DataError
 from tfbound.models.vit import ViTEncoder
 
 
@@ -128,3 +130,34 @@ def clipped_square_loss(
     """Per-example ``(1/D) ||clip(pred) - target||^2`` with ``clip`` onto ``[lo, hi]^D``."""
     lo, hi = box
     return (pred.clamp(lo, hi) - target).pow(2).mean(dim=1)
+
+
+def pretext_losses(
+    task: PretextTask,
+    encoder: nn.Module,
+    decoder: nn.Module,
+    x: torch.Tensor,
+    box: tuple[float, float],
+    generator: torch.Generator | None = None,
+    *,
+    path: Path | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Per-example clipped square losses ``(n,)`` of encoder + decoder on the clean batch ``x``,
+    and the number ``D`` of targets per example.
+
+    A decoder that does not fit the encoder or the task is a ``ConfigError``; targets outside
+    ``box`` (the loss would not be bounded) a ``DataError`` naming ``path``.
+    """
+    try:
+        pred, target = pretext_batch(task, encoder, decoder, x, generator)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ConfigError(f"the pretext task does not fit the models or data: {exc}") from exc
+    if pred.shape != target.shape:
+        raise ConfigError(
+            f"the decoder predicts {tuple(pred.shape[1:])} values, the pretext target has "
+            f"{tuple(target.shape[1:])}"
+        )
+    lo, hi = box
+    if bool((target < lo).any() or (target > hi).any()):
+        raise DataError(f"pretext targets leave the box [{lo}, {hi}]", path=path)
+    return clipped_square_loss(pred, target, box), int(target.shape[1])

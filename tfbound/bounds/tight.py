@@ -27,6 +27,7 @@ DETERMINISTIC_CERTIFICATES = (
     "certified_test_error_bound",
     "pac_bayes_deterministic_bound",
     "disagreement_bound",
+    "finetuned_test_error_bound",
 )
 
 

@@ -22,11 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from tfbound.adapters.chain import mlp_chain
 from tfbound.bounds.margin import linear_head_norm, relu_path_norm
 from tfbound.errors import ConfigError, DataError
 from tfbound.features import ProgressFn
 from tfbound.io.datasets import load_inputs, load_labeled
+from tfbound.measures.network import Affine
 from tfbound.models.build import build_head, build_module, feature_dim_of
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.pretext import pretext_task
@@ -53,6 +56,12 @@ FIT_SOURCE = (
     "C(beta) = max_j E_T/E_U^beta at a beta fixed in advance"
 )
 EXCESS_SOURCE = "bound-spec 6.2: paired per-example differences against the reference member"
+
+
+def _chain(head: nn.Module) -> list[Affine]:
+    chain = mlp_chain(head)
+    assert chain is not None
+    return chain
 
 
 def sha256_of(path: Path | None) -> str | None:
@@ -92,14 +101,14 @@ def run_transfer(
     if cfg.probe.radius is not None:
         radius, radius_source = cfg.probe.radius, "transfer.probe.radius (fixed in the config)"
     elif isinstance(head, LinearHead):
-        radius = linear_head_norm(head, c)
+        radius = linear_head_norm(_chain(head)[0], c)
         radius_source = (
             "the configured head's ||(theta, b/c)|| (read from a head fitted on the labeled "
             "sample: not fixed in advance)"
         )
     else:
         assert isinstance(head, MLPHead)
-        radius = relu_path_norm(head, c)
+        radius = relu_path_norm(_chain(head), c)
         radius_source = "the configured MLP head's path norm (the probe is a linear head)"
         warnings.append(
             "the head is an MLP: E_T uses a linear probe with radius the head's path norm"

@@ -1,0 +1,220 @@
+"""The capacity stage of ``estimate``: read the built modules into typed chains and norms, then
+call the bound modules that turn them into terms (bound-spec sections 4, 5 and 6.1).
+
+- MLP encoder and head: ``tfbound.bounds.network`` (GRS, BFT, feature norm, MLP-head terms), the
+  fine-tuned route of ``tfbound.bounds.finetuned`` and the Context Encoder's certified pretext
+  bound of ``tfbound.bounds.pretext``;
+- ViT and BERT encoders: ``tfbound.bounds.transformer`` from the exact norms of
+  ``tfbound.inspect``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from tfbound.adapters.chain import (
+    ln_tensors,
+    mlp_chain,
+    transformer_feature_norm,
+    vit_tokens,
+)
+from tfbound.bounds.budget import DeltaBudget
+from tfbound.bounds.finetuned import NO_TRANSFORMER_ROUTE, distance_term, finetuned_mlp_route
+from tfbound.bounds.network import mlp_feature_norm_term, mlp_head_terms, mlp_network_terms
+from tfbound.bounds.pretext import pretext_certificate_terms
+from tfbound.bounds.transformer import TransformerNorms, transformer_terms
+from tfbound.config import Config
+from tfbound.measures.network import (
+    layernorm_output_bound,
+    observed_max_norm,
+    sum_sq_with_constant,
+)
+from tfbound.pipeline.stages import Models, Pass, PretextPass, Splits, masked_sum_sq, task_of
+from tfbound.terms import Term
+
+
+@dataclass
+class CapacityOut:
+    """The capacity terms, the fine-tuned certificate (if any) and the warnings."""
+
+    terms: list[Term] = field(default_factory=list)
+    bounds: list[Term] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def capacity_stage(
+    cfg: Config,
+    models: Models,
+    splits: Splits,
+    train_pass: Pass,
+    *,
+    u_sigma: float,
+    budget: DeltaBudget,
+    pretext_train: PretextPass | None,
+) -> CapacityOut:
+    """Every capacity term that applies to the configured encoder, head and decoder."""
+    from tfbound.models.bert import BertEncoder
+    from tfbound.models.vit import ViTEncoder
+
+    out = CapacityOut()
+    b = cfg.bound
+    c = b.bias_const
+    features = train_pass.features
+    assert features is not None
+    train_x, train_y = splits.train.x, splits.train.y
+    finetuned = models.reference is not None
+    enc_chain = mlp_chain(models.encoder)
+    head_chain = mlp_chain(models.head)
+    if head_chain is not None and len(head_chain) > 1:
+        out.terms += mlp_head_terms(
+            head_chain,
+            sum_sq_features_with_constant=sum_sq_with_constant(features, c),
+            n=features.shape[0],
+            bias_const=c,
+            u_sigma=u_sigma,
+            delta_mc=budget.per_candidate("mc"),
+        )
+    if enc_chain is not None and head_chain is not None:
+        s_x = sum_sq_with_constant(train_x, c)
+        out.terms += mlp_network_terms(
+            enc_chain,
+            head_chain,
+            sum_sq_inputs_with_constant=s_x,
+            n=train_x.shape[0],
+            bias_const=c,
+            margin_q=float(np.quantile(train_y * train_pass.scores, b.margin_quantile)),
+            margin_quantile=b.margin_quantile,
+        )
+        if cfg.pretext is not None:
+            lo, hi = cfg.pretext.box
+            x64 = np.asarray(train_x, dtype=np.float64)
+            out.terms.append(
+                mlp_feature_norm_term(
+                    enc_chain,
+                    box=cfg.pretext.box,
+                    input_dim=int(np.prod(x64.shape[1:])),
+                    inputs_in_box=bool(np.all((x64 >= lo) & (x64 <= hi))),
+                    observed_max_train=observed_max_norm(features),
+                )
+            )
+        if models.reference is not None:
+            route = finetuned_mlp_route(
+                enc_chain,
+                head_chain,
+                mlp_chain(models.reference),
+                scores=train_pass.scores,
+                labels=train_y,
+                sum_sq_inputs_with_constant=s_x,
+                bias_const=c,
+                delta_finetune=budget.share("finetune"),
+                encoder_candidates=b.encoder_candidates,
+                rho0=b.rho0,
+                distances=_layer_distances(models.encoder, models.reference),
+                reference_name=str(cfg.encoder.reference),
+            )
+            out.terms += route.terms
+            out.bounds += route.bounds
+            out.warnings += route.warnings
+        out.terms += _pretext_certificate(cfg, models, splits, pretext_train, budget, out.warnings)
+    elif isinstance(models.encoder, ViTEncoder | BertEncoder):
+        out.terms += transformer_terms(
+            _transformer_norms(models.encoder, tuple(train_x.shape)),
+            observed_max_train=observed_max_norm(features),
+            warnings=out.warnings,
+        )
+        if models.reference is not None:
+            out.warnings.append(NO_TRANSFORMER_ROUTE)
+            out.terms.append(
+                distance_term(
+                    _layer_distances(models.encoder, models.reference),
+                    str(cfg.encoder.reference),
+                )
+            )
+    else:
+        out.warnings.append(
+            "capacity terms left out: the encoder is neither a plain MLP (Linear and elementwise "
+            "activations) nor tfbound's ViT or BERT encoder"
+        )
+        if finetuned:
+            out.warnings.append(
+                "the encoder was fine-tuned (encoder.reference) but no certified route is "
+                "implemented for its architecture (bound-spec section 5)"
+            )
+    if finetuned:
+        out.warnings.append(
+            "frozen-encoder certificates (bound-spec sections 2 and 10) are shown as diagnostic: "
+            "the encoder was fine-tuned on the labeled sample (encoder.reference)"
+        )
+    return out
+
+
+def _pretext_certificate(
+    cfg: Config,
+    models: Models,
+    splits: Splits,
+    pretext_train: PretextPass | None,
+    budget: DeltaBudget,
+    warnings: list[str],
+) -> list[Term]:
+    """The Context Encoder's certified pretext bound (bound-spec 6.1), when it applies."""
+    if cfg.pretext is None or models.decoder is None or pretext_train is None:
+        return []
+    if cfg.pretext.kind != "ce":
+        return []
+    enc = mlp_chain(models.encoder)
+    dec = mlp_chain(models.decoder)
+    assert enc is not None
+    if dec is None or splits.pretrain_train is None:
+        why = "the decoder is not a plain MLP" if dec is None else "no pre-training inputs"
+        warnings.append(f"no certified pretext bound (bound-spec 6.1): {why}")
+        return []
+    task = task_of(cfg)
+    assert task is not None
+    x = splits.pretrain_train
+    c = cfg.bound.bias_const
+    return pretext_certificate_terms(
+        enc,
+        dec,
+        sum_sq_masked_inputs_with_constant=masked_sum_sq(task, x, c),
+        n=int(x.shape[0]),
+        train_mean=pretext_train.mean_loss,
+        n_pre=pretext_train.n,
+        d_out=pretext_train.output_dim,
+        box=cfg.pretext.box,
+        bias_const=c,
+        delta_pre=budget.share("pre"),
+        warnings=warnings,
+    )
+
+
+def _transformer_norms(encoder: nn.Module, train_x_shape: tuple[int, ...]) -> TransformerNorms:
+    """The exact per-head and per-layer norms of a ViT or BERT encoder (``tfbound.inspect``), its
+    LayerNorm output bounds and its sequence length (text: the padded length of ``train_x``)."""
+    from tfbound.inspect import inspect_module
+
+    result = inspect_module(encoder)
+    bound, where = transformer_feature_norm(encoder)
+    ln_bounds = tuple(
+        layernorm_output_bound(*ln_tensors(encoder, r.name))
+        for r in result.layers
+        if r.kind == "layernorm"
+    )
+    tokens = int(train_x_shape[-1]) if len(train_x_shape) == 3 else vit_tokens(encoder)
+    return TransformerNorms(
+        bound, where, tuple(result.heads), tuple(result.layers), ln_bounds, tokens
+    )
+
+
+def _layer_distances(encoder: nn.Module, reference: nn.Module) -> dict[str, float]:
+    """``||W - M||_F`` per layer that ``encoder`` shares with ``reference``."""
+    from tfbound.inspect import inspect_module
+
+    result = inspect_module(encoder, reference=reference)
+    return {
+        r.name: r.distance_to_reference.value
+        for r in result.layers
+        if r.distance_to_reference is not None
+    }

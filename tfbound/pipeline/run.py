@@ -1,0 +1,496 @@
+"""``estimate(config) -> Report``: named stages over typed values.
+
+1. load the labeled training split and build the models (:mod:`tfbound.pipeline.stages`);
+2. load every other split once;
+3. encode each split in one batched pass;
+4. each certificate from ``tfbound.bounds`` at its share of the :class:`DeltaBudget`: section 2
+   (margin + RIRC), PAC-Bayes and disagreement (section 10), held-out terms, pretext terms, the
+   decomposition, capacity terms (:mod:`tfbound.pipeline.capacity`);
+5. demote the frozen-encoder certificates of a fine-tuned encoder, then choose the best one;
+6. assemble the report.
+
+The whole estimate runs under ``torch.inference_mode()``; the caller's grad mode is untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tfbound.bounds.budget import DeltaBudget
+from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
+from tfbound.bounds.finetuned import demote_frozen
+from tfbound.bounds.heldout import heldout_terms, tightness_term
+from tfbound.bounds.margin import (
+    ROUNDING,
+    capacity_ratio_terms,
+    certified_bound,
+    linear_head_norm,
+    margin_bound,
+    margin_terms,
+    relu_path_norm,
+    rirc_terms,
+    trivial_bound,
+)
+from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_linear
+from tfbound.bounds.pretext import pretext_terms
+from tfbound.bounds.tight import (
+    DETERMINISTIC_CERTIFICATES,
+    best_certificate,
+    disagreement_term,
+    observed_gibbs_term,
+    pac_bayes_terms,
+    tightness_terms,
+)
+from tfbound.config import Config, load_config
+from tfbound.features import ProgressFn
+from tfbound.measures.network import Affine
+from tfbound.measures.rirc import RircEstimate, rirc_linear
+from tfbound.models.heads import LinearHead, MLPHead
+from tfbound.pipeline.capacity import capacity_stage
+from tfbound.pipeline.stages import (
+    Models,
+    Pass,
+    PretextPass,
+    Splits,
+    build_models,
+    data_loaders,
+    feature_pass,
+    load_splits,
+    param_count,
+    pretext_pass,
+    task_of,
+)
+from tfbound.report import Report
+from tfbound.terms import Term
+
+
+@dataclass
+class _Collected:
+    """What the certificate stages add: leaf terms, complete certificates, warnings, and the
+    names of the delta shares the deterministic certificates spent."""
+
+    terms: list[Term] = field(default_factory=list)
+    bounds: list[Term] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    spent: set[str] = field(default_factory=set)
+
+
+def estimate(
+    config: Config | str | Path,
+    *,
+    progress: ProgressFn | None = None,
+    transfer: Any = None,
+) -> Report:
+    """Load the models and data named in ``config`` and compute the itemised bound.
+
+    ``transfer``: a ``tfbound.bounds.decomposition.TransferInput`` (C and beta) for the excess-risk
+    decomposition of bound-spec 6.2, or None (the decomposition is left out, with the reason).
+    The caller's grad mode and the modules' state are left as they were.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    with torch.inference_mode():
+        return _estimate(cfg, progress, transfer)
+
+
+def budget_of(cfg: Config) -> DeltaBudget:
+    """The configuration's delta budget."""
+    b = cfg.bound
+    return DeltaBudget(b.delta, b.delta_shares, b.encoder_candidates)
+
+
+def _estimate(cfg: Config, progress: ProgressFn | None, transfer: Any) -> Report:
+    b = cfg.bound
+    budget = budget_of(cfg)
+    out = _Collected()
+
+    # Stages 1-3: models, splits, passes.
+    load_lab, _ = data_loaders(cfg)
+    train = load_lab(cfg.data.downstream_train)
+    models = build_models(cfg, train)
+    head_chain = _head_chain(models.head)
+    linear = isinstance(models.head, LinearHead)
+    splits = load_splits(
+        cfg,
+        train,
+        need_pool=linear,
+        need_pretrain=models.decoder is not None,
+    )
+    train_pass = feature_pass(
+        models,
+        train.x,
+        train.source,
+        b.batch_size,
+        keep_features=True,
+        task="features (train)",
+        progress=progress,
+    )
+    assert train_pass.features is not None
+    n = train_pass.features.shape[0]
+    c = b.bias_const
+
+    # Stage 4: the certificates.
+    est = rirc_linear(
+        train_pass.features,
+        1.0,
+        n_draws=b.n_draws,
+        seed=b.seed,
+        delta_mc=budget.per_candidate("mc"),
+        bias_const=c,
+    )
+    u_sigma = est.norm_upper * ROUNDING
+    head_norm = _section2(models, head_chain, train_pass, splits, est, u_sigma, budget, cfg, out)
+    pac = _section10(models, train_pass, splits, budget, cfg, progress, out)
+    _heldout(models, splits, pac, budget, cfg, progress, out)
+    pretext_train, pretext_val = _pretext(models, splits, cfg, budget, progress, out)
+
+    from tfbound.bounds.decomposition import decomposition_terms
+
+    decomposition, decomposition_warnings = decomposition_terms(
+        out.terms, n, transfer, encoder_weights=cfg.encoder.weights, bias_const=c
+    )
+    out.terms += decomposition
+    out.warnings += decomposition_warnings
+
+    capacity = capacity_stage(
+        cfg, models, splits, train_pass, u_sigma=u_sigma, budget=budget, pretext_train=pretext_train
+    )
+    out.warnings += capacity.warnings
+
+    # Stage 5: a fine-tuned encoder voids the frozen-encoder certificates; then the best one.
+    terms, bounds = out.terms, out.bounds
+    if models.reference is not None:
+        terms, bounds = demote_frozen(terms) + demote_frozen(bounds), []
+        out.spent = set()
+    terms += capacity.terms
+    bounds += capacity.bounds
+    if capacity.bounds:
+        out.spent |= {"finetune"}
+    _best(bounds, terms, budget, out.spent, splits)
+
+    # Stage 6: the report.
+    pretext = (pretext_train, pretext_val)
+    report = _report(
+        cfg, models, splits, n, head_norm, pretext, terms, bounds, out.warnings, budget
+    )
+    return report
+
+
+def _head_chain(head: LinearHead | MLPHead) -> list[Affine]:
+    from tfbound.adapters.chain import mlp_chain
+
+    chain = mlp_chain(head)
+    assert chain is not None or isinstance(head, MLPHead)
+    return chain or []
+
+
+def _section2(
+    models: Models,
+    head_chain: list[Affine],
+    train_pass: Pass,
+    splits: Splits,
+    est: RircEstimate,
+    u_sigma: float,
+    budget: DeltaBudget,
+    cfg: Config,
+    out: _Collected,
+) -> float | None:
+    """The paper's route: the margin bound with the RIRC (bound-spec section 2); the head norm."""
+    b = cfg.bound
+    head = models.head
+    head_kind = "linear" if isinstance(head, LinearHead) else "mlp"
+    head_norm: float | None
+    if isinstance(head, LinearHead):
+        head_norm, factor = linear_head_norm(head_chain[0], b.bias_const), 1.0
+    elif head.activation == "relu":
+        head_norm, factor = relu_path_norm(head_chain, b.bias_const), 2.0
+    else:
+        out.warnings.append(
+            f"no certified bound: an MLP head with activation {head.activation!r} "
+            "needs the three-way grid of bound-spec section 2; only linear and ReLU heads are "
+            "certified"
+        )
+        return None
+    y = splits.train.y
+    mb = margin_bound(
+        train_pass.scores,
+        y,
+        head_norm,
+        u_sigma,
+        delta_1=budget.per_candidate("finetune"),
+        rho0=b.rho0,
+        rirc_factor=factor,
+    )
+    if mb.best is None:
+        out.warnings.append("the head is zero: the certified bound is the trivial 1")
+        out.bounds.append(trivial_bound())
+    else:
+        out.terms += margin_terms(mb, budget.per_candidate("finetune"), budget.per_candidate("mc"))
+        out.terms += rirc_terms(est, mb, head_kind)
+        out.bounds.append(certified_bound(mb, budget))
+        if mb.total >= 1.0:
+            out.warnings.append(
+                "the certified bound is vacuous (>= 1) for this head and sample size"
+            )
+    out.spent |= {"finetune", "mc"}
+    out.terms += capacity_ratio_terms(est, head_norm, y * train_pass.scores, b.margin_quantile)
+    return head_norm
+
+
+def _section10(
+    models: Models,
+    train_pass: Pass,
+    splits: Splits,
+    budget: DeltaBudget,
+    cfg: Config,
+    progress: ProgressFn | None,
+    out: _Collected,
+) -> PacBayesResult | None:
+    """PAC-Bayes with a prior learned on S1, hold-out plus disagreement on a pool (section 10)."""
+    b = cfg.bound
+    c = b.bias_const
+    features = train_pass.features
+    assert features is not None
+    if not isinstance(models.head, LinearHead):
+        out.warnings.append(
+            "PAC-Bayes (spec 10.2) certifies linear heads only: for this MLP head the "
+            "deterministic certificate is section 2's (spec 10.4)"
+        )
+        if cfg.data.downstream_unlabeled is not None:
+            out.warnings.append("the disagreement certificate is implemented for linear heads only")
+        return None
+    theta_aug = _augmented_linear_head(models.head, c)
+    pac = pac_bayes_linear(
+        features,
+        splits.train.y,
+        theta_aug,
+        bias_const=c,
+        split_seed=b.split_seed,
+        delta_pb=budget.per_candidate("pb"),
+        n1_fraction=b.n1_fraction,
+        eps=b.metric_eps,
+        lam=b.prior_lam,
+    )
+    out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pb"))
+    out.spent |= {"pb"}
+    if splits.pool is None or cfg.data.downstream_unlabeled is None:
+        return pac
+    others = [np.asarray(splits.train.x)]
+    if splits.test is not None:
+        others.append(np.asarray(splits.test.x))
+    others += [np.asarray(x) for x in (splits.pretrain_train, splits.pretrain_val) if x is not None]
+    check_pool_disjoint(np.asarray(splits.pool), *others)
+    pool_pass = feature_pass(
+        models,
+        splits.pool,
+        cfg.data.downstream_unlabeled,
+        b.batch_size,
+        keep_features=True,
+        task="features (unlabeled pool)",
+        progress=progress,
+    )
+    assert pool_pass.features is not None
+    dis = disagreement(
+        features[pac.idx2],
+        splits.train.y[pac.idx2],
+        pool_pass.features,
+        theta_aug,
+        pac.theta_prior[0],
+        bias_const=c,
+        delta_a=budget.per_candidate("a"),
+        delta_b=budget.per_candidate("b"),
+    )
+    out.bounds.append(disagreement_term(dis, confidence=budget.confidence("a", "b")))
+    out.spent |= {"a", "b"}
+    return pac
+
+
+def _heldout(
+    models: Models,
+    splits: Splits,
+    pac: PacBayesResult | None,
+    budget: DeltaBudget,
+    cfg: Config,
+    progress: ProgressFn | None,
+    out: _Collected,
+) -> None:
+    """Observed test error, the test-set bound and each certificate's tightness."""
+    test = splits.test
+    if test is None:
+        out.warnings.append("no downstream_test split: no observed test error or test-set bound")
+        return
+    test_pass = feature_pass(
+        models,
+        test.x,
+        test.source,
+        cfg.bound.batch_size,
+        keep_features=pac is not None,
+        task="features (test)",
+        progress=progress,
+    )
+    errors = int(np.sum(test.y * test_pass.scores <= 0))
+    m_test = int(test.y.shape[0])
+    held = heldout_terms(errors, m_test, budget.share("test"))
+    out.terms += held
+    certified = next((t for t in out.bounds if t.key == "certified_test_error_bound"), None)
+    if certified is not None and certified.value is not None:
+        out.terms.append(tightness_term(certified.value, held[1].value or 0.0))
+    if pac is not None and test_pass.features is not None:
+        out.terms.append(observed_gibbs_term(pac.gibbs_error(test_pass.features, test.y), m_test))
+    out.terms += tightness_terms(out.bounds, held[1].value or 0.0)
+
+
+def _pretext(
+    models: Models,
+    splits: Splits,
+    cfg: Config,
+    budget: DeltaBudget,
+    progress: ProgressFn | None,
+    out: _Collected,
+) -> tuple[PretextPass | None, PretextPass | None]:
+    """The pretext loss on the pre-training split and its held-out gap (bound-spec 6.1)."""
+    if cfg.pretext is None:
+        out.warnings.append("no pretext section: pre-training terms are left out")
+        return None, None
+    if models.decoder is None or splits.pretrain_train is None:
+        return None, None
+    task = task_of(cfg)
+    assert task is not None and cfg.data.pretrain_train is not None
+    spec, b = cfg.pretext, cfg.bound
+    train = pretext_pass(
+        task,
+        models,
+        splits.pretrain_train,
+        cfg.data.pretrain_train,
+        spec,
+        spec.seed,
+        b.batch_size,
+        "pretext (train)",
+        progress,
+    )
+    if splits.pretrain_val is None or cfg.data.pretrain_val is None:
+        out.warnings.append("no pretrain_val split: no held-out pretext gap")
+        return train, None
+    val = pretext_pass(
+        task,
+        models,
+        splits.pretrain_val,
+        cfg.data.pretrain_val,
+        spec,
+        spec.seed + 1,
+        b.batch_size,
+        "pretext (held out)",
+        progress,
+    )
+    out.terms += pretext_terms(
+        train.mean_loss,
+        train.n,
+        val.mean_loss,
+        val.n,
+        spec.box,
+        budget.share("pretext_val"),
+        task=spec.kind,
+        output_dim=train.output_dim,
+    )
+    return train, val
+
+
+def _best(
+    bounds: list[Term],
+    terms: list[Term],
+    budget: DeltaBudget,
+    spent: set[str],
+    splits: Splits,
+) -> None:
+    """``best_certified_test_error_bound`` over the certified deterministic certificates, at the
+    shares they spent; inserted first among the bounds, with its tightness."""
+    if not any(t.key in DETERMINISTIC_CERTIFICATES for t in bounds):
+        return
+    shares = budget.spent(spent)
+    best = best_certificate(bounds, sum(shares.values()), shares)
+    bounds.insert(0, best)
+    if splits.test is not None:
+        tsb = next(t for t in terms if t.key == "test_set_bound").value or 0.0
+        terms += tightness_terms([best], tsb)
+
+
+def _report(
+    cfg: Config,
+    models: Models,
+    splits: Splits,
+    n: int,
+    head_norm: float | None,
+    pretext: tuple[PretextPass | None, PretextPass | None],
+    terms: list[Term],
+    bounds: list[Term],
+    warnings: list[str],
+    budget: DeltaBudget,
+) -> Report:
+    train, test = splits.train, splits.test
+    model = {
+        "encoder": {
+            "arch": cfg.encoder.arch,
+            "parameters": param_count(models.encoder),
+            "feature_dim": models.feature_dim,
+        },
+        "head": {
+            "arch": cfg.head.arch,
+            "parameters": param_count(models.head),
+            "head_norm": head_norm,
+        },
+    }
+    data: dict[str, Any] = {
+        "downstream_train": {
+            "n": n,
+            "positives": int(np.sum(train.y > 0)),
+            "input_shape": list(train.x.shape[1:]),
+            "path": _rel(train.source.path, cfg),
+        },
+    }
+    if test is not None:
+        data["downstream_test"] = {
+            "m_test": int(test.y.shape[0]),
+            "positives": int(np.sum(test.y > 0)),
+            "path": _rel(test.source.path, cfg),
+        }
+    pre_train, pre_val = pretext
+    if pre_train is not None and models.decoder is not None:
+        pre: dict[str, Any] = {
+            "N": pre_train.n,
+            "D": pre_train.output_dim,
+            "decoder_parameters": param_count(models.decoder),
+        }
+        if pre_val is not None:
+            pre["N_val"] = pre_val.n
+        data["pretrain"] = pre
+    return Report(
+        kind="estimate",
+        config=cfg.to_dict(),
+        model=model,
+        data=data,
+        deltas=budget.to_dict(),
+        terms=tuple(terms),
+        bounds=tuple(bounds),
+        warnings=tuple(warnings),
+    )
+
+
+def _augmented_linear_head(head: LinearHead, bias_const: float) -> np.ndarray:
+    """``theta' = (theta, b / c)`` in float64."""
+    theta = head.linear.weight.detach().to(torch.float64).reshape(-1).numpy()
+    bias = float(head.linear.bias.detach().to(torch.float64).reshape(()))
+    return np.concatenate([theta, [bias / bias_const]])
+
+
+def _rel(path: Path, cfg: Config) -> str:
+    try:
+        return path.relative_to(cfg.base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+__all__ = ["ProgressFn", "budget_of", "estimate"]

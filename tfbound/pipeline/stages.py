@@ -1,0 +1,196 @@
+"""The stages of ``estimate`` that touch modules and files: build the models, load each split
+once, and the batched passes over them (features and scores, the pretext loss).
+
+Every stage returns a frozen value; nothing here makes a ``Term`` (that is ``tfbound.bounds``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from tfbound.config import ArraySource, Config, PretextSpec
+from tfbound.errors import DataError
+from tfbound.features import ProgressFn, feature_batches, input_batches
+from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
+from tfbound.models.build import build_head, build_module, feature_dim_of
+from tfbound.models.heads import LinearHead, MLPHead
+from tfbound.pretext import PretextTask, pretext_losses, pretext_task
+
+
+@dataclass(frozen=True)
+class Models:
+    """The modules a configuration names, built once, in eval mode."""
+
+    encoder: nn.Module
+    head: LinearHead | MLPHead
+    feature_dim: int
+    decoder: nn.Module | None = None  # only when a pretext loss can be computed
+    reference: nn.Module | None = None  # the pre-trained encoder of a fine-tuned one
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Every split the estimate reads, each loaded once (None: not configured or not needed)."""
+
+    train: LabeledArrays
+    test: LabeledArrays | None
+    pool: np.ndarray | None
+    pretrain_train: np.ndarray | None
+    pretrain_val: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One split through encoder and head: the scores and, when kept, the float64 features."""
+
+    features: np.ndarray | None  # float64 (n, d)
+    scores: np.ndarray  # float64 (n,)
+
+
+@dataclass(frozen=True)
+class PretextPass:
+    """The mean clipped pretext loss over ``n`` inputs with ``output_dim`` targets each."""
+
+    mean_loss: float
+    n: int
+    output_dim: int
+
+
+def data_loaders(
+    cfg: Config,
+) -> tuple[Callable[[ArraySource], LabeledArrays], Callable[[ArraySource], np.ndarray]]:
+    """Labeled and unlabeled loaders: numeric arrays, or texts tokenized for a BERT encoder."""
+    if cfg.encoder.arch == "bert":
+        from tfbound.models.bert import TextData
+
+        text = TextData.from_spec(cfg.encoder)
+        return text.load_labeled, text.load_inputs
+    return load_labeled, load_inputs
+
+
+def build_models(cfg: Config, train: LabeledArrays) -> Models:
+    """Encoder, head (its input size checked against the features), and, when configured, the
+    decoder of the pretext task and the reference encoder of a fine-tuned one."""
+    encoder = build_module(cfg.encoder)
+    first = torch.from_numpy(np.asarray(train.x[:1], dtype=np.float32))
+    try:
+        with torch.inference_mode():
+            d = feature_dim_of(encoder, first)
+    except RuntimeError as exc:
+        raise DataError(
+            f"the encoder cannot read these inputs (shape {tuple(train.x.shape[1:])}): "
+            f"{str(exc).splitlines()[0]}",
+            path=train.source.path,
+        ) from exc
+    head = build_head(cfg.head, d)
+    decoder = None
+    if cfg.pretext is not None and cfg.decoder is not None and cfg.data.pretrain_train is not None:
+        decoder = build_module(cfg.decoder)
+    reference = None
+    if cfg.encoder.reference is not None:
+        reference = build_module(
+            replace(cfg.encoder, weights=cfg.encoder.reference, reference=None)
+        )
+    return Models(encoder, head, d, decoder, reference)
+
+
+def load_splits(
+    cfg: Config, train: LabeledArrays, *, need_pool: bool, need_pretrain: bool
+) -> Splits:
+    """The test split, the pool and the pre-training inputs, each read once."""
+    load_lab, load_in = data_loaders(cfg)
+    d = cfg.data
+    test = load_lab(d.downstream_test) if d.downstream_test else None
+    pool = None
+    if need_pool and d.downstream_unlabeled is not None:
+        pool = load_in(d.downstream_unlabeled)
+    pre_tr = pre_va = None
+    if need_pretrain or pool is not None:
+        pre_tr = None if d.pretrain_train is None else load_inputs(d.pretrain_train)
+        pre_va = None if d.pretrain_val is None else load_inputs(d.pretrain_val)
+    return Splits(train, test, pool, pre_tr, pre_va)
+
+
+@torch.inference_mode()
+def feature_pass(
+    models: Models,
+    x: np.ndarray,
+    source: ArraySource,
+    batch_size: int,
+    *,
+    keep_features: bool,
+    task: str,
+    progress: ProgressFn | None,
+) -> Pass:
+    """Scores ``f_hat(x)`` (and the features) in one batched pass."""
+    feats: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    for z in feature_batches(
+        models.encoder,
+        x,
+        batch_size,
+        what=f"inputs '{source.x}'",
+        path=source.path,
+        task=task,
+        progress=progress,
+    ):
+        scores.append(models.head(z).to(torch.float64).numpy())
+        if keep_features:
+            feats.append(z.to(torch.float64).numpy())
+    return Pass(np.concatenate(feats) if keep_features else None, np.concatenate(scores))
+
+
+@torch.inference_mode()
+def pretext_pass(
+    task: PretextTask,
+    models: Models,
+    x: np.ndarray,
+    source: ArraySource,
+    spec: PretextSpec,
+    seed: int,
+    batch_size: int,
+    label: str,
+    progress: ProgressFn | None,
+) -> PretextPass:
+    """The mean clipped pretext loss of encoder + decoder over ``x`` (masks drawn from ``seed``)."""
+    assert models.decoder is not None
+    gen = torch.Generator().manual_seed(seed)
+    total, n, out_dim = 0.0, 0, 0
+    for batch in input_batches(
+        x, batch_size, what=f"inputs '{source.x}'", path=source.path, task=label, progress=progress
+    ):
+        losses, target_dim = pretext_losses(
+            task, models.encoder, models.decoder, batch, spec.box, gen, path=source.path
+        )
+        total += float(losses.to(torch.float64).sum())
+        n += batch.shape[0]
+        out_dim = target_dim
+    return PretextPass(total / n, n, out_dim)
+
+
+def masked_sum_sq(task: PretextTask, x: np.ndarray, bias_const: float) -> float:
+    """``sum_i ||x~'_i||^2`` over the Context Encoder's masked inputs with the constant ``c``."""
+    from tfbound.measures.network import sum_sq_with_constant
+    from tfbound.pretext import ContextEncoderTask
+
+    assert isinstance(task, ContextEncoderTask)
+    s_x = 0.0
+    for start in range(0, x.shape[0], 4096):
+        batch = torch.from_numpy(np.asarray(x[start : start + 4096], dtype=np.float32))
+        masked, _ = task.corrupt(batch)
+        s_x += sum_sq_with_constant(masked.to(torch.float64).numpy(), bias_const)
+    return s_x
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def task_of(cfg: Config) -> PretextTask | None:
+    """The configured pretext task, or None."""
+    return None if cfg.pretext is None else pretext_task(cfg.pretext)
