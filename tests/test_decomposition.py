@@ -11,16 +11,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tfbound.bounds.decomposition import (
-    decomposition_terms,
+from tfbound.bounds.decomposition import DecompositionInputs, decomposition_terms
+from tfbound.cli import app
+from tfbound.errors import InputError, UsageError
+from tfbound.io.digest import sha256_file
+from tfbound.pipeline import estimate
+from tfbound.terms import Status, Term
+from tfbound.transfer.inputs import (
     resolve_transfer_input,
     transfer_input_assumed,
     transfer_input_from_report,
 )
-from tfbound.cli import app
-from tfbound.errors import InputError, UsageError
-from tfbound.pipeline import estimate
-from tfbound.terms import Status, Term
 
 runner = CliRunner()
 N = 400
@@ -29,47 +30,21 @@ DELTA_1 = 0.01
 DELTA_MC = 0.002
 
 
-def estimate_terms(head_norm: float = 2.0, heldout_upper: float | None = 0.09) -> list[Term]:
-    """The few terms of an estimate report that the decomposition reads."""
-    common: dict[str, Any] = {"status": Status.CERTIFIED, "formula": "", "source": ""}
-    terms = [
-        Term(
-            key="downstream_empirical_risk",
-            value=0.1,
-            quantity="downstream_test_error",
-            details={"head_norm": head_norm},
-            **common,
-        ),
-        Term(
-            key="rirc",
-            value=0.01,
-            quantity="complexity",
-            confidence=1 - DELTA_MC,
-            details={"U_sigma": U_SIGMA},
-            **common,
-        ),
-        Term(key="rirc_term", value=0.02, quantity="downstream_test_error", **common),
-        Term(
-            key="confidence_finetune",
-            value=0.2,
-            quantity="downstream_test_error",
-            details={"delta_1": DELTA_1},
-            **common,
-        ),
-    ]
-    if heldout_upper is not None:
-        terms.append(
-            Term(
-                key="pretrain_heldout_risk",
-                value=0.05,
-                status=Status.ESTIMATED,
-                quantity="pretext_population_risk",
-                formula="",
-                source="",
-                interval=(0.01, heldout_upper),
-            )
-        )
-    return terms
+def estimate_inputs(
+    head_norm: float = 2.0, heldout_upper: float | None = 0.09, **changes: Any
+) -> DecompositionInputs:
+    """What the decomposition reads of an estimate."""
+    values: dict[str, Any] = {
+        "n": N,
+        "u_sigma": U_SIGMA,
+        "rirc_factor": 1.0,
+        "delta_1": DELTA_1,
+        "delta_mc": DELTA_MC,
+        "head_norm": head_norm,
+        "pretrain_heldout_upper": heldout_upper,
+        **changes,
+    }
+    return DecompositionInputs(**values)
 
 
 def by_key(terms: list[Term]) -> dict[str, Term]:
@@ -77,14 +52,16 @@ def by_key(terms: list[Term]) -> dict[str, Term]:
 
 
 def test_left_out_with_the_reason_when_no_transfer_input() -> None:
-    terms, warnings = decomposition_terms(estimate_terms(), N, None)
+    terms, warnings = decomposition_terms(estimate_inputs(), None)
     assert terms == [] and len(warnings) == 1 and "left out" in warnings[0]
-    terms, warnings = decomposition_terms(estimate_terms()[:1], N, transfer_input_assumed(1, 0.5))
+    terms, warnings = decomposition_terms(
+        estimate_inputs(u_sigma=None), transfer_input_assumed(1, 0.5)
+    )
     assert terms == [] and "RIRC" in warnings[0]
 
 
 def test_assumed_c_and_beta_by_hand() -> None:
-    terms, warnings = decomposition_terms(estimate_terms(), N, transfer_input_assumed(2.0, 0.5))
+    terms, warnings = decomposition_terms(estimate_inputs(), transfer_input_assumed(2.0, 0.5))
     t = by_key(terms)
     assert t["decomposition_transfer_term"].value == pytest.approx(2.0 * math.sqrt(0.09))
     assert t["decomposition_transfer_term"].status is Status.ASSUMED
@@ -101,7 +78,7 @@ def test_assumed_c_and_beta_by_hand() -> None:
     )
     assert "decomposition_transfer_check" not in t  # no report, no direct E_T
     terms, warnings = decomposition_terms(
-        estimate_terms(heldout_upper=None), N, transfer_input_assumed(2.0, 0.5)
+        estimate_inputs(heldout_upper=None), transfer_input_assumed(2.0, 0.5)
     )
     assert terms == [] and "E_U" in warnings[0]
 
@@ -140,7 +117,7 @@ def fake_report(path: Path, **meta: Any) -> Path:
 
 def test_report_envelope_at_the_fixed_beta_and_at_a_user_beta(tmp_path: Path) -> None:
     report = fake_report(tmp_path / "t.json")
-    terms, _ = decomposition_terms(estimate_terms(), N, transfer_input_from_report(report))
+    terms, _ = decomposition_terms(estimate_inputs(), transfer_input_from_report(report))
     t = by_key(terms)
     c = max(0.05 / 0.01**0.5, 0.08 / 0.04**0.5)  # the envelope at beta = 1/2
     tt = t["decomposition_transfer_term"]
@@ -150,12 +127,10 @@ def test_report_envelope_at_the_fixed_beta_and_at_a_user_beta(tmp_path: Path) ->
     assert t["decomposition_total"].status is Status.ESTIMATED
     assert t["decomposition_transfer_check"].value == 0.02
     assert t["decomposition_transfer_check"].status is Status.DIAGNOSTIC
-    terms, _ = decomposition_terms(
-        estimate_terms(), N, transfer_input_from_report(report, beta=1.0)
-    )
+    terms, _ = decomposition_terms(estimate_inputs(), transfer_input_from_report(report, beta=1.0))
     c1 = max(0.05 / 0.01, 0.08 / 0.04)
     assert by_key(terms)["decomposition_transfer_term"].value == pytest.approx(c1 * 0.004)
-    terms, _ = decomposition_terms(estimate_terms(), N, transfer_input_from_report(report, c=9.0))
+    terms, _ = decomposition_terms(estimate_inputs(), transfer_input_from_report(report, c=9.0))
     assert by_key(terms)["decomposition_total"].status is Status.ASSUMED
 
 
@@ -164,11 +139,11 @@ def test_report_for_another_encoder_or_bias_const_is_left_out(tmp_path: Path) ->
     weights.write_bytes(b"abc")
     report = fake_report(tmp_path / "t.json", base_encoder_sha256="0" * 64)
     terms, warnings = decomposition_terms(
-        estimate_terms(), N, transfer_input_from_report(report), encoder_weights=weights
+        estimate_inputs(encoder_sha256=sha256_file(weights)), transfer_input_from_report(report)
     )
     assert terms == [] and "another encoder" in warnings[0]
     terms, warnings = decomposition_terms(
-        estimate_terms(), N, transfer_input_from_report(report), bias_const=2.0
+        estimate_inputs(bias_const=2.0), transfer_input_from_report(report)
     )
     assert terms == [] and "bias constant" in warnings[0]
 
@@ -178,7 +153,7 @@ def test_tv_upper_is_an_assumed_component(tmp_path: Path) -> None:
     data = json.loads(report.read_text())
     data["terms"] = {"tv_upper_assumed": {"value": 0.1}}
     report.write_text(json.dumps(data))
-    terms, _ = decomposition_terms(estimate_terms(), N, transfer_input_from_report(report))
+    terms, _ = decomposition_terms(estimate_inputs(), transfer_input_from_report(report))
     t = by_key(terms)
     assert t["decomposition_tv_assumed"].status is Status.ASSUMED
     assert "decomposition_tv_assumed" in t["decomposition_total"].components

@@ -337,7 +337,7 @@ def estimate(
     )
     base_report = _read_baseline(baseline)
     _check_output_folders(json_path, markdown_path, junit)
-    from tfbound.bounds.decomposition import resolve_transfer_input
+    from tfbound.transfer.inputs import resolve_transfer_input
 
     transfer_input = resolve_transfer_input(transfer_report, transfer_c, transfer_beta)
     overrides = {

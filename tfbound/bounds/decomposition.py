@@ -20,14 +20,10 @@ arises under this definition; a TV term appears only as a user-supplied upper bo
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from tfbound.errors import InputError, UsageError
 from tfbound.terms import Status, Term
 
 DECOMPOSITION_SOURCE = (
@@ -42,8 +38,7 @@ LEFT_OUT = "excess-risk decomposition (bound-spec 6.2) left out: "
 class TransferInput:
     """``C`` and ``beta`` for the decomposition, ``E_U(h_hat)``, and where each comes from.
 
-    Build it with :func:`transfer_input_from_report`, :func:`transfer_input_assumed` or
-    :func:`resolve_transfer_input` (the CLI's rules).
+    Build it with ``tfbound.transfer.inputs`` (from a transfer report, or assumed values).
     """
 
     beta: float
@@ -68,144 +63,57 @@ class TransferInput:
         return self.c is not None or (self.beta_from == "user" and not self.members)
 
 
-def transfer_input_assumed(c: float, beta: float) -> TransferInput:
-    """User-supplied ``C`` and ``beta`` (status ``assumed``)."""
-    _check_c_beta(c, beta)
-    return TransferInput(beta=beta, c=c, source="--transfer-c/--transfer-beta", beta_from="user")
+@dataclass(frozen=True)
+class DecompositionInputs:
+    """What the decomposition reads of the estimate, as typed values.
 
-
-def _check_c_beta(c: float | None, beta: float | None) -> None:
-    if c is not None and not (math.isfinite(c) and c > 0):
-        raise UsageError(f"--transfer-c must be a positive number, got {c}")
-    if beta is not None and not (math.isfinite(beta) and beta > 0):
-        raise UsageError(f"--transfer-beta must be a positive number, got {beta}")
-
-
-def transfer_input_from_report(
-    path: str | Path, *, c: float | None = None, beta: float | None = None
-) -> TransferInput:
-    """Read a ``tfbound transfer`` JSON report; ``c``/``beta`` override its values.
-
-    ``beta`` defaults to the report's ``beta_fixed``; ``C`` to the envelope at ``beta`` over the
-    members the report's fit used (recomputed, so any ``beta`` works).
+    ``u_sigma``: the certified upper value of ``E||sum sigma_i z'_i||`` (None when the head has no
+    certified RIRC); ``rirc_factor`` 1 for a linear head, 2 for a ReLU head; ``delta_1`` and
+    ``delta_mc`` the shares the estimate's section-2 statement used (already divided by J);
+    ``head_norm`` the head's radius ``r_hat``; ``pretrain_heldout_upper`` the upper end of the
+    held-out pretext risk interval (None without ``pretrain_val``); ``encoder_sha256`` the hash of
+    the encoder's weights (None when not computed).
     """
-    _check_c_beta(c, beta)
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError("transfer report not found", path=p) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a JSON transfer report: {exc}".splitlines()[0], path=p) from exc
-    if not isinstance(data, dict) or data.get("kind") != "transfer":
-        raise InputError("not a transfer report (kind must be 'transfer')", path=p)
-    try:
-        meta = data["transfer"]
-        members = tuple(
-            (float(m["e_u"]["value"]), float(m["e_t"]["value"]))
-            for m in data["members"]
-            if m.get("used_in_fit")
-        )
-        beta_fixed = float(meta["beta_fixed"])
-        base = next((m for m in data["members"] if m.get("kind") == "base"), None)
-        terms = data.get("terms", {})
-        tv = terms.get("tv_upper_assumed", {}).get("value")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"malformed transfer report: missing {exc}", path=p) from exc
-    e_u = e_t = None
-    e_u_iv = e_t_iv = None
-    if base is not None:
-        e_u, e_t = float(base["e_u"]["value"]), float(base["e_t"]["value"])
-        e_u_iv = (float(base["e_u"]["interval"][0]), float(base["e_u"]["interval"][1]))
-        e_t_iv = (float(base["e_t"]["interval"][0]), float(base["e_t"]["interval"][1]))
-    return TransferInput(
-        beta=beta_fixed if beta is None else beta,
-        c=c,
-        source=str(p),
-        beta_from="report" if beta is None else "user",
-        members=members,
-        e_u_base=e_u,
-        e_u_base_interval=e_u_iv,
-        e_t_base=e_t,
-        e_t_base_interval=e_t_iv,
-        probe_radius=_float_or_none(meta.get("probe_radius")),
-        bias_const=_float_or_none(meta.get("bias_const")),
-        encoder_sha256=meta.get("base_encoder_sha256"),
-        tv_upper=_float_or_none(tv),
-    )
 
-
-def _float_or_none(v: Any) -> float | None:
-    return None if v is None else float(v)
-
-
-def resolve_transfer_input(
-    report: str | Path | None, c: float | None, beta: float | None
-) -> TransferInput | None:
-    """The CLI's rules: a report (optionally overridden), both assumed values, or nothing."""
-    if report is not None:
-        return transfer_input_from_report(report, c=c, beta=beta)
-    if c is None and beta is None:
-        return None
-    if c is None or beta is None:
-        raise UsageError(
-            "--transfer-c and --transfer-beta go together (or give a transfer report with "
-            "--transfer)"
-        )
-    return transfer_input_assumed(c, beta)
-
-
-def _find(terms: Sequence[Term], key: str) -> Term | None:
-    return next((t for t in terms if t.key == key), None)
-
-
-def _sha256(path: Path | None) -> str | None:
-    import hashlib
-
-    if path is None or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    n: int
+    u_sigma: float | None
+    rirc_factor: float
+    delta_1: float
+    delta_mc: float
+    head_norm: float | None
+    pretrain_heldout_upper: float | None
+    bias_const: float | None = None
+    encoder_sha256: str | None = None
 
 
 def decomposition_terms(
-    terms: Sequence[Term],
-    n: int,
-    transfer: TransferInput | None,
-    *,
-    encoder_weights: Path | None = None,
-    bias_const: float | None = None,
+    inputs: DecompositionInputs, transfer: TransferInput | None
 ) -> tuple[list[Term], list[str]]:
     """The decomposition's terms (quantity ``downstream_excess_risk``) and warnings.
 
-    Needs, among the estimate's ``terms`` (by key): ``rirc`` (its ``U_sigma`` detail and
-    confidence ``1 - delta_mc``), ``confidence_finetune`` (its ``delta_1`` detail), and for the
-    default radius ``downstream_empirical_risk`` (its ``head_norm`` detail); ``rirc_term``'s
-    ``rirc_factor`` detail if present (2 for a ReLU head). Without a transfer report, the
-    ``E_U`` bound comes from ``pretrain_heldout_risk`` (the upper end of its interval: the best
-    pair's risk is >= 0). ``n`` is the labeled sample size; ``encoder_weights`` lets the report's
-    encoder hash be checked; ``bias_const`` is the estimate's ``c``.
-
-    Returns ``([], [reason])`` when the decomposition is left out. Call it once, after the
-    certified terms are computed; append the terms to the report's ``terms`` (not ``bounds``:
-    the total is an estimate, not a certified bound).
+    Without a transfer report, the ``E_U`` bound is ``inputs.pretrain_heldout_upper`` (the best
+    pair's risk is >= 0). Returns ``([], [reason])`` when the decomposition is left out. The terms
+    go to the report's ``terms`` (not ``bounds``: the total is an estimate, not a certificate).
     """
+    n = inputs.n
+    bias_const = inputs.bias_const
     if transfer is None:
         return [], [
             LEFT_OUT + "no C and beta (a transfer report with --transfer, or assumed values "
             "with --transfer-c and --transfer-beta)"
         ]
-    rirc = _find(terms, "rirc")
-    conf = _find(terms, "confidence_finetune")
-    if rirc is None or conf is None or "U_sigma" not in rirc.details:
+    if inputs.u_sigma is None:
         return [], [LEFT_OUT + "no certified RIRC for this head (bound-spec section 2)"]
     warnings: list[str] = []
-    if transfer.encoder_sha256 is not None and encoder_weights is not None:
-        actual = _sha256(encoder_weights)
-        if actual is not None and actual != transfer.encoder_sha256:
-            return [], [
-                LEFT_OUT + f"the transfer report ({transfer.source}) was made for another "
-                "encoder (its weights' sha256 differs)"
-            ]
+    if (
+        transfer.encoder_sha256 is not None
+        and inputs.encoder_sha256 is not None
+        and inputs.encoder_sha256 != transfer.encoder_sha256
+    ):
+        return [], [
+            LEFT_OUT + f"the transfer report ({transfer.source}) was made for another "
+            "encoder (its weights' sha256 differs)"
+        ]
     if (
         bias_const is not None
         and transfer.bias_const is not None
@@ -215,14 +123,11 @@ def decomposition_terms(
             LEFT_OUT + f"the transfer report uses bias constant c = {transfer.bias_const:g}, "
             f"this estimate c = {bias_const:g}"
         ]
-    rirc_term = _find(terms, "rirc_term")
-    factor = float(rirc_term.details.get("rirc_factor", 1.0)) if rirc_term is not None else 1.0
-    u_sigma = float(rirc.details["U_sigma"])
-    delta_1 = float(conf.details["delta_1"])
-    delta_mc = 1.0 - float(rirc.confidence) if rirc.confidence is not None else None
-
-    head_term = _find(terms, "downstream_empirical_risk")
-    head_norm = None if head_term is None else head_term.details.get("head_norm")
+    factor = inputs.rirc_factor
+    u_sigma = inputs.u_sigma
+    delta_1 = inputs.delta_1
+    delta_mc: float | None = inputs.delta_mc
+    head_norm = inputs.head_norm
     if transfer.probe_radius is not None:
         rho, rho_from = (
             transfer.probe_radius,
@@ -243,13 +148,12 @@ def decomposition_terms(
         e_u_from = f"E_U(h_hat) of the transfer report's base member ({transfer.source})"
         e_u_status = Status.ESTIMATED
     else:
-        held = _find(terms, "pretrain_heldout_risk")
-        if held is None or held.interval is None:
+        if inputs.pretrain_heldout_upper is None:
             return [], [
                 LEFT_OUT + "no E_U(h_hat): neither a transfer report with a base member nor a "
                 "held-out pretext risk (pretrain_val)"
             ]
-        e_u = float(held.interval[1])
+        e_u = inputs.pretrain_heldout_upper
         e_u_interval = (e_u, e_u)
         e_u_from = (
             "upper end of pretrain_heldout_risk: E_U(h_hat) <= L_U(g_hat o h_hat) - 0 (the best "
@@ -389,10 +293,4 @@ def _envelope(members: Sequence[tuple[float, float]], beta: float) -> float | No
     return max(ratios) if ratios else None
 
 
-__all__ = [
-    "TransferInput",
-    "decomposition_terms",
-    "resolve_transfer_input",
-    "transfer_input_assumed",
-    "transfer_input_from_report",
-]
+__all__ = ["DecompositionInputs", "TransferInput", "decomposition_terms"]

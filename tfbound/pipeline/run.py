@@ -22,6 +22,11 @@ import numpy as np
 import torch
 
 from tfbound.bounds.budget import DeltaBudget
+from tfbound.bounds.decomposition import (
+    DecompositionInputs,
+    TransferInput,
+    decomposition_terms,
+)
 from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
 from tfbound.bounds.finetuned import demote_frozen
 from tfbound.bounds.heldout import heldout_terms, tightness_term
@@ -48,6 +53,7 @@ from tfbound.bounds.tight import (
 )
 from tfbound.config import Config, load_config
 from tfbound.features import ProgressFn
+from tfbound.io.digest import sha256_file
 from tfbound.measures.network import Affine
 from tfbound.measures.rirc import RircEstimate, rirc_linear
 from tfbound.models.heads import LinearHead, MLPHead
@@ -84,7 +90,7 @@ def estimate(
     config: Config | str | Path,
     *,
     progress: ProgressFn | None = None,
-    transfer: Any = None,
+    transfer: TransferInput | None = None,
 ) -> Report:
     """Load the models and data named in ``config`` and compute the itemised bound.
 
@@ -103,7 +109,7 @@ def budget_of(cfg: Config) -> DeltaBudget:
     return DeltaBudget(b.delta, b.delta_shares, b.encoder_candidates)
 
 
-def _estimate(cfg: Config, progress: ProgressFn | None, transfer: Any) -> Report:
+def _estimate(cfg: Config, progress: ProgressFn | None, transfer: TransferInput | None) -> Report:
     b = cfg.bound
     budget = budget_of(cfg)
     out = _Collected()
@@ -143,15 +149,15 @@ def _estimate(cfg: Config, progress: ProgressFn | None, transfer: Any) -> Report
         bias_const=c,
     )
     u_sigma = est.norm_upper * ROUNDING
-    head_norm = _section2(models, head_chain, train_pass, splits, est, u_sigma, budget, cfg, out)
+    head_norm, factor = _section2(
+        models, head_chain, train_pass, splits, est, u_sigma, budget, cfg, out
+    )
     pac = _section10(models, train_pass, splits, budget, cfg, progress, out)
     _heldout(models, splits, pac, budget, cfg, progress, out)
     pretext_train, pretext_val = _pretext(models, splits, cfg, budget, progress, out)
 
-    from tfbound.bounds.decomposition import decomposition_terms
-
     decomposition, decomposition_warnings = decomposition_terms(
-        out.terms, n, transfer, encoder_weights=cfg.encoder.weights, bias_const=c
+        _decomposition_inputs(cfg, out, n, u_sigma, head_norm, factor, budget, transfer), transfer
     )
     out.terms += decomposition
     out.warnings += decomposition_warnings
@@ -180,6 +186,33 @@ def _estimate(cfg: Config, progress: ProgressFn | None, transfer: Any) -> Report
     return report
 
 
+def _decomposition_inputs(
+    cfg: Config,
+    out: _Collected,
+    n: int,
+    u_sigma: float,
+    head_norm: float | None,
+    rirc_factor: float,
+    budget: DeltaBudget,
+    transfer: TransferInput | None,
+) -> DecompositionInputs:
+    """What the decomposition (bound-spec 6.2) reads of this estimate."""
+    rirc = next((t for t in out.terms if t.key == "rirc"), None)
+    held = next((t for t in out.terms if t.key == "pretrain_heldout_risk"), None)
+    need_hash = transfer is not None and transfer.encoder_sha256 is not None
+    return DecompositionInputs(
+        n=n,
+        u_sigma=u_sigma if rirc is not None else None,
+        rirc_factor=rirc_factor,
+        delta_1=budget.per_candidate("finetune"),
+        delta_mc=budget.per_candidate("mc"),
+        head_norm=head_norm,
+        pretrain_heldout_upper=None if held is None or held.interval is None else held.interval[1],
+        bias_const=cfg.bound.bias_const,
+        encoder_sha256=sha256_file(cfg.encoder.weights) if need_hash else None,
+    )
+
+
 def _head_chain(head: LinearHead | MLPHead) -> list[Affine]:
     from tfbound.adapters.chain import mlp_chain
 
@@ -198,8 +231,9 @@ def _section2(
     budget: DeltaBudget,
     cfg: Config,
     out: _Collected,
-) -> float | None:
-    """The paper's route: the margin bound with the RIRC (bound-spec section 2); the head norm."""
+) -> tuple[float | None, float]:
+    """The paper's route: the margin bound with the RIRC (bound-spec section 2); the head's norm
+    (None when no certificate applies) and the RIRC factor (1 linear, 2 ReLU head)."""
     b = cfg.bound
     head = models.head
     head_kind = "linear" if isinstance(head, LinearHead) else "mlp"
@@ -214,7 +248,7 @@ def _section2(
             "needs the three-way grid of bound-spec section 2; only linear and ReLU heads are "
             "certified"
         )
-        return None
+        return None, 0.0
     y = splits.train.y
     mb = margin_bound(
         train_pass.scores,
@@ -238,7 +272,7 @@ def _section2(
             )
     out.spent |= {"finetune", "mc"}
     out.terms += capacity_ratio_terms(est, head_norm, y * train_pass.scores, b.margin_quantile)
-    return head_norm
+    return head_norm, factor
 
 
 def _section10(

@@ -16,7 +16,6 @@ Both are paired per-example differences with a normal interval at ``level``.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from tfbound.bounds.margin import linear_head_norm, relu_path_norm
 from tfbound.errors import ConfigError, DataError
 from tfbound.features import ProgressFn
 from tfbound.io.datasets import load_inputs, load_labeled
+from tfbound.io.digest import sha256_file
 from tfbound.measures.network import Affine
 from tfbound.models.build import build_head, build_module, feature_dim_of
 from tfbound.models.heads import LinearHead, MLPHead
@@ -65,9 +65,8 @@ def _chain(head: nn.Module) -> list[Affine]:
 
 
 def sha256_of(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The SHA-256 of a weights file (``tfbound.io.digest.sha256_file``)."""
+    return sha256_file(path)
 
 
 def _excess_dict(e: ExcessEstimate) -> dict[str, Any]:
