@@ -25,11 +25,11 @@ from tfbound.transfer.excess import (
     fit_probe,
     fit_ridge_decoder,
     paired_excess,
-    pretext_losses,
     ramp_losses,
     ridge_predict,
 )
 from tfbound.transfer.family import build_members, perturbed, scan_checkpoint_root
+from tfbound.transfer.features import PretextTargets, masked_pretext_losses
 from tfbound.transfer.fit import deming_slope, envelope_c
 
 runner = CliRunner()
@@ -162,7 +162,7 @@ def test_paired_excess_and_ridge_decoder() -> None:
     assert np.allclose(ridge_predict(z, w), t, atol=1e-9)  # exact affine fit
     mask = np.zeros_like(t)
     mask[:, 1] = 1.0  # only column 1 counted
-    losses = pretext_losses(np.full_like(t, 2.0), t, mask, (0.0, 1.0))
+    losses = masked_pretext_losses(np.full_like(t, 2.0), PretextTargets(t, mask, None), (0.0, 1.0))
     assert losses == pytest.approx((np.clip(2.0, 0, 1) - t[:, 1]) ** 2)
 
 

@@ -1,12 +1,15 @@
 """The one batched pass of an encoder over an input array, shared by every command.
 
 Inputs are read ``batch_size`` rows at a time (a memory-mapped ``.npy`` is never loaded whole),
-checked for NaN/Inf, and encoded under ``torch.inference_mode()``; the features are checked too.
+checked for NaN/Inf, optionally corrupted by a pretext task (:class:`Corruption`: the Context
+Encoder's block zeroed, or only the MAE ``keep`` patches seen), and encoded under
+``torch.inference_mode()``; the features are checked too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import torch
 from torch import nn
 
 from tfbound.errors import DataError
+from tfbound.pretext import ContextEncoderTask, PretextTask
 
 #: ``progress(task, done, total)`` is called after every batch.
 ProgressFn = Callable[[str, int, int], None]
@@ -39,32 +43,69 @@ def input_batches(
             progress(task, min(n, start + batch_size), n)
 
 
+@dataclass(frozen=True)
+class Corruption:
+    """The pretext corruption applied before the encoder: a Context Encoder task (the block
+    zeroed), or an MAE task with ``keep`` ``(n, n_keep)``, the visible patches of each row."""
+
+    task: PretextTask
+    keep: torch.Tensor | None = None
+
+
+def _encode_batch(
+    encoder: nn.Module, batch: torch.Tensor, start: int, corruption: Corruption | None
+) -> torch.Tensor:
+    if corruption is None:
+        return encoder(batch)
+    if isinstance(corruption.task, ContextEncoderTask):
+        masked, _ = corruption.task.corrupt(batch)
+        return encoder(masked)
+    forward_visible = getattr(encoder, "forward_visible", None)
+    if corruption.keep is None or forward_visible is None:
+        raise ValueError("an MAE corruption needs keep indices and a ViT encoder")
+    return forward_visible(batch, corruption.keep[start : start + batch.shape[0]])
+
+
 def feature_batches(
     encoder: nn.Module,
     x: np.ndarray,
     batch_size: int,
     *,
+    corruption: Corruption | None = None,
     what: str = "inputs",
     path: Path | None = None,
     task: str = "",
     progress: ProgressFn | None = None,
 ) -> Iterator[torch.Tensor]:
-    """``h(x)`` batch by batch, ``(b, d)``; call under ``torch.inference_mode()`` in eval mode."""
+    """``h(x)`` (or ``h(x~)`` under ``corruption``) batch by batch, ``(b, d)``; call under
+    ``torch.inference_mode()`` in eval mode."""
+    start = 0
     for batch in input_batches(x, batch_size, what=what, path=path, task=task, progress=progress):
-        z = encoder(batch).reshape(batch.shape[0], -1)
+        z = _encode_batch(encoder, batch, start, corruption).reshape(batch.shape[0], -1)
         if not bool(torch.isfinite(z).all()):
             raise DataError("the encoder produced NaN or Inf features", path=path)
+        start += batch.shape[0]
         yield z
 
 
 @torch.inference_mode()
-def encode(encoder: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """``h(x)`` as float64 ``(n, d)``; the encoder is put in eval mode and restored after."""
+def encode(
+    encoder: nn.Module,
+    x: np.ndarray,
+    batch_size: int = 512,
+    *,
+    corruption: Corruption | None = None,
+) -> np.ndarray:
+    """``h(x)`` (or ``h(x~)``) as float64 ``(n, d)``; the encoder is put in eval mode and
+    restored after."""
     was_training = encoder.training
     encoder.eval()
     try:
         return np.concatenate(
-            [z.to(torch.float64).numpy() for z in feature_batches(encoder, x, batch_size)]
+            [
+                z.to(torch.float64).numpy()
+                for z in feature_batches(encoder, x, batch_size, corruption=corruption)
+            ]
         )
     finally:
         encoder.train(was_training)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from tfbound.features import Corruption, encode
 from tfbound.measures.heterogeneity import (
     MmdEstimate,
     TvLowerBound,
@@ -22,7 +23,7 @@ from tfbound.measures.heterogeneity import (
 )
 from tfbound.pretext import PretextTask
 from tfbound.terms import Status, Term
-from tfbound.transfer.features import clean_features, corrupted_features, draw_masks
+from tfbound.transfer.features import draw_masks
 
 TV_SOURCE = (
     "bound-spec section 7: TV >= 2a - 1 for any classifier's balanced accuracy a; "
@@ -100,8 +101,8 @@ def heterogeneity_terms(
     """
     x_u = np.asarray(pretrain_x, dtype=np.float64).reshape(len(pretrain_x), -1)
     x_t = np.asarray(downstream_x, dtype=np.float64).reshape(len(downstream_x), -1)
-    z_u = clean_features(encoder, np.asarray(pretrain_x), batch_size)
-    z_t = clean_features(encoder, np.asarray(downstream_x), batch_size)
+    z_u = encode(encoder, np.asarray(pretrain_x), batch_size)
+    z_t = encode(encoder, np.asarray(downstream_x), batch_size)
     names = f"{labels[0]} (U) vs {labels[1]} (T)"
     terms = [
         _tv_term(
@@ -131,7 +132,9 @@ def heterogeneity_terms(
     ):
         xa = np.asarray(x)
         masks = draw_masks(task, encoder, xa, mask_seed)
-        gap = transformation_gap(z, corrupted_features(task, encoder, xa, masks, batch_size))
+        gap = transformation_gap(
+            z, encode(encoder, xa, batch_size, corruption=Corruption(task, masks.keep))
+        )
         details: dict[str, Any] = {
             "stderr": gap.stderr,
             "n": gap.n,

@@ -125,11 +125,22 @@ def pretext_batch(
 
 
 def clipped_square_loss(
-    pred: torch.Tensor, target: torch.Tensor, box: tuple[float, float]
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    box: tuple[float, float],
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-example ``(1/D) ||clip(pred) - target||^2`` with ``clip`` onto ``[lo, hi]^D``."""
+    """Per-example ``(1/D) sum_j mask_j (clip(pred_j) - t_j)^2`` with ``clip`` onto
+    ``[lo, hi]``, ``D = sum_j mask_j``; without ``mask`` every coordinate counts (the mean).
+
+    The one pretext loss: estimate and pre-training take the counted coordinates only; transfer
+    keeps MAE targets in the full patch layout with the dropped patches marked in ``mask``.
+    """
     lo, hi = box
-    return (pred.clamp(lo, hi) - target).pow(2).mean(dim=1)
+    sq = (pred.clamp(lo, hi) - target).pow(2)
+    if mask is None:
+        return sq.mean(dim=1)
+    return (sq * mask).sum(dim=1) / mask.sum(dim=1)
 
 
 def pretext_losses(

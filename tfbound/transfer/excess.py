@@ -87,15 +87,6 @@ def ridge_predict(z: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return _affine(z) @ weights
 
 
-def pretext_losses(
-    pred: np.ndarray, targets: np.ndarray, mask: np.ndarray, box: tuple[float, float]
-) -> np.ndarray:
-    """Per-example ``(1/D) sum_j mask_j (clip(pred_j) - t_j)^2``."""
-    lo, hi = box
-    sq = (np.clip(pred, lo, hi) - targets) ** 2 * mask
-    return np.asarray(sq.sum(1) / mask.sum(1), dtype=np.float64)
-
-
 def fit_configured_decoder(
     decoder: nn.Module,
     z: np.ndarray,
@@ -210,7 +201,6 @@ __all__ = [
     "fit_probe",
     "fit_ridge_decoder",
     "paired_excess",
-    "pretext_losses",
     "ramp_losses",
     "ridge_predict",
 ]

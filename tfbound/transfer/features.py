@@ -1,4 +1,5 @@
-"""Feature passes of a frozen encoder on clean and pretext-corrupted inputs (eval mode, batched).
+"""Pretext targets of the transfer family in a fixed layout, and their losses (the encoder pass on
+corrupted inputs is ``tfbound.features.encode`` with a ``Corruption``).
 
 The corruption is the configured pretext task of ``tfbound.pretext``: Context Encoder inputs have
 the block zeroed; MAE inputs keep only the visible patches (``ViTEncoder.forward_visible``). MAE
@@ -19,10 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tfbound.errors import ConfigError, DataError
-from tfbound.features import encode
+from tfbound.errors import ConfigError
 from tfbound.models.vit import ViTEncoder
-from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask, PretextTask
+from tfbound.pretext import ContextEncoderTask, PretextTask, clipped_square_loss
 
 
 @dataclass(frozen=True)
@@ -37,16 +37,6 @@ class PretextTargets:
     def n_counted(self) -> int:
         """``D``: coordinates counted per example (constant across examples)."""
         return int(self.mask[0].sum())
-
-
-def _check_finite(z: torch.Tensor) -> None:
-    if not bool(torch.isfinite(z).all()):
-        raise DataError("the encoder produced NaN or Inf features")
-
-
-def clean_features(encoder: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """``h(x)`` as float64 ``(n, d)`` (``tfbound.features.encode``: eval mode, restored after)."""
-    return encode(encoder, x, batch_size)
 
 
 def draw_masks(task: PretextTask, encoder: nn.Module, x: np.ndarray, seed: int) -> PretextTargets:
@@ -75,33 +65,18 @@ def draw_masks(task: PretextTask, encoder: nn.Module, x: np.ndarray, seed: int) 
     return PretextTargets(patches.flatten(1).numpy(), mask.flatten(1).numpy(), keep)
 
 
-@torch.inference_mode()
-def corrupted_features(
-    task: PretextTask,
-    encoder: nn.Module,
-    x: np.ndarray,
-    masks: PretextTargets,
-    batch_size: int = 512,
+def masked_pretext_losses(
+    pred: np.ndarray, targets: PretextTargets, box: tuple[float, float]
 ) -> np.ndarray:
-    """``h(x~)`` as float64 ``(n, d)``: the encoder on the pretext-corrupted inputs."""
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        out = []
-        for start in range(0, x.shape[0], batch_size):
-            batch = torch.from_numpy(np.asarray(x[start : start + batch_size], dtype=np.float32))
-            if isinstance(task, MaskedAutoencoderTask):
-                assert masks.keep is not None and isinstance(encoder, ViTEncoder)
-                z = encoder.forward_visible(batch, masks.keep[start : start + batch.shape[0]])
-            else:
-                masked, _ = task.corrupt(batch)
-                z = encoder(masked)
-            z = z.reshape(batch.shape[0], -1)
-            _check_finite(z)
-            out.append(z.to(torch.float64).numpy())
-        return np.concatenate(out)
-    finally:
-        encoder.train(was_training)
+    """Per-example pretext losses of predictions in the full target layout (float64), by the one
+    loss ``tfbound.pretext.clipped_square_loss`` with the layout's mask."""
+    losses = clipped_square_loss(
+        torch.from_numpy(np.asarray(pred, dtype=np.float64)),
+        torch.from_numpy(targets.targets),
+        box,
+        torch.from_numpy(targets.mask),
+    )
+    return np.asarray(losses.numpy(), dtype=np.float64)
 
 
-__all__ = ["PretextTargets", "clean_features", "corrupted_features", "draw_masks"]
+__all__ = ["PretextTargets", "draw_masks", "masked_pretext_losses"]

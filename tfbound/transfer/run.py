@@ -26,7 +26,7 @@ from torch import nn
 from tfbound.adapters.chain import mlp_chain
 from tfbound.bounds.margin import linear_head_norm, relu_path_norm
 from tfbound.errors import ConfigError, DataError
-from tfbound.features import ProgressFn
+from tfbound.features import Corruption, ProgressFn, encode
 from tfbound.io.datasets import load_inputs, load_labeled
 from tfbound.io.digest import sha256_file
 from tfbound.measures.network import Affine
@@ -42,12 +42,11 @@ from tfbound.transfer.excess import (
     fit_probe,
     fit_ridge_decoder,
     paired_excess,
-    pretext_losses,
     ramp_losses,
     ridge_predict,
 )
 from tfbound.transfer.family import build_members, describe_family, materialise
-from tfbound.transfer.features import clean_features, corrupted_features, draw_masks
+from tfbound.transfer.features import draw_masks, masked_pretext_losses
 from tfbound.transfer.fit import TransferFit, fit_transfer
 from tfbound.transfer.report import TransferReport
 
@@ -144,8 +143,8 @@ def run_transfer(
     probe_train: list[float] = []
     for j, member in enumerate(members):
         enc = materialise(member, encoder)
-        z_tr = corrupted_features(task, enc, pre_x, masks_tr, batch)
-        z_va = corrupted_features(task, enc, val_x, masks_va, batch)
+        z_tr = encode(enc, pre_x, batch, corruption=Corruption(task, masks_tr.keep))
+        z_va = encode(enc, val_x, batch, corruption=Corruption(task, masks_va.keep))
         if cfg.decoder_refit.kind == "ridge":
             w = fit_ridge_decoder(z_tr, masks_tr.targets, masks_tr.mask, cfg.decoder_refit.ridge)
             pred = ridge_predict(z_va, w)
@@ -160,9 +159,9 @@ def run_transfer(
                 seed=cfg.seed,
             )
             pred = decoder_predict(dec, z_va, masks_va.targets.shape)
-        pre_losses.append(pretext_losses(pred, masks_va.targets, masks_va.mask, box))
-        zd_tr = clean_features(enc, np.asarray(down.x), batch)
-        zd_te = clean_features(enc, np.asarray(held.x), batch)
+        pre_losses.append(masked_pretext_losses(pred, masks_va, box))
+        zd_tr = encode(enc, np.asarray(down.x), batch)
+        zd_te = encode(enc, np.asarray(held.x), batch)
         probe = fit_probe(
             zd_tr,
             down.y,
