@@ -31,7 +31,6 @@ from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
 from tfbound.bounds.finetuned import demote_frozen
 from tfbound.bounds.heldout import heldout_terms, tightness_term
 from tfbound.bounds.margin import (
-    ROUNDING,
     capacity_ratio_terms,
     certified_bound,
     linear_head_norm,
@@ -54,7 +53,7 @@ from tfbound.bounds.tight import (
 from tfbound.config import Config, load_config
 from tfbound.features import ProgressFn
 from tfbound.io.digest import sha256_file
-from tfbound.measures.network import Affine
+from tfbound.measures.network import ROUNDING, Affine
 from tfbound.measures.rirc import RircEstimate, rirc_linear
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.pipeline.capacity import capacity_stage
