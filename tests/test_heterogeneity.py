@@ -11,7 +11,6 @@ from scipy import stats
 
 import tfbound.measures.heterogeneity as het
 from tfbound.config import load_config
-from tfbound.heterogeneity import heterogeneity_terms
 from tfbound.io.datasets import load_inputs, load_labeled
 from tfbound.measures.heterogeneity import (
     balanced_accuracy_lcb,
@@ -22,6 +21,7 @@ from tfbound.measures.heterogeneity import (
 )
 from tfbound.models.build import build_module
 from tfbound.terms import Status
+from tfbound.transfer.heterogeneity import heterogeneity_terms
 from tfbound.transfer.run import pretext_task
 
 

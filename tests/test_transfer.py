@@ -18,19 +18,19 @@ from typer.testing import CliRunner
 from tfbound.cli import app
 from tfbound.config import load_config
 from tfbound.errors import ConfigError
+from tfbound.measures.excess import paired_excess
+from tfbound.measures.transfer_fit import deming_slope, envelope_c
 from tfbound.models.build import build_module
 from tfbound.transfer import fit_transfer, load_transfer_config, run_transfer
 from tfbound.transfer.config import FamilySpec, PerturbationSpec
 from tfbound.transfer.excess import (
     fit_probe,
     fit_ridge_decoder,
-    paired_excess,
     ramp_losses,
     ridge_predict,
 )
 from tfbound.transfer.family import build_members, perturbed, scan_checkpoint_root
 from tfbound.transfer.features import PretextTargets, masked_pretext_losses
-from tfbound.transfer.fit import deming_slope, envelope_c
 
 runner = CliRunner()
 

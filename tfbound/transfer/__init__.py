@@ -7,8 +7,8 @@ downstream excess risks, and the (C, beta) fit ``E_T <= C * E_U^beta`` over the 
 - :func:`load_transfer_config`: read a transfer config (a ``transfer:`` section or file).
 """
 
+from tfbound.measures.transfer_fit import TransferFit, deming_slope, envelope_c, fit_transfer
 from tfbound.transfer.config import TransferConfig, load_transfer_config
-from tfbound.transfer.fit import TransferFit, deming_slope, envelope_c, fit_transfer
 from tfbound.transfer.report import TransferReport
 from tfbound.transfer.run import run_transfer
 

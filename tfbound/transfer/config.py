@@ -53,7 +53,7 @@ from tfbound.config import (
     reject_unknown,
 )
 from tfbound.errors import ConfigError
-from tfbound.transfer.fit import DEFAULT_BETA_GRID
+from tfbound.measures.transfer_fit import DEFAULT_BETA_GRID
 
 TRANSFER_FILENAME = "transfer.yaml"
 DEFAULT_SCALES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)

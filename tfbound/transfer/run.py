@@ -25,36 +25,29 @@ from torch import nn
 
 from tfbound.adapters.chain import mlp_chain
 from tfbound.bounds.margin import linear_head_norm, relu_path_norm
+from tfbound.bounds.transfer import transfer_base_terms, transfer_fit_terms, tv_upper_term
 from tfbound.errors import ConfigError, DataError
 from tfbound.features import Corruption, ProgressFn, encode
 from tfbound.io.datasets import load_inputs, load_labeled
 from tfbound.io.digest import sha256_file
+from tfbound.measures.excess import ExcessEstimate, paired_excess
 from tfbound.measures.network import Affine
+from tfbound.measures.transfer_fit import TransferFit, fit_transfer
 from tfbound.models.build import build_head, build_module, feature_dim_of
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.pretext import pretext_task
-from tfbound.terms import Status, Term
 from tfbound.transfer.config import TransferConfig, load_transfer_config
 from tfbound.transfer.excess import (
-    ExcessEstimate,
     decoder_predict,
     fit_configured_decoder,
     fit_probe,
     fit_ridge_decoder,
-    paired_excess,
     ramp_losses,
     ridge_predict,
 )
 from tfbound.transfer.family import build_members, describe_family, materialise
 from tfbound.transfer.features import draw_masks, masked_pretext_losses
-from tfbound.transfer.fit import TransferFit, fit_transfer
 from tfbound.transfer.report import TransferReport
-
-FIT_SOURCE = (
-    "bound-spec 6.2: errors-in-variables log-log fit, bootstrap by run, envelope "
-    "C(beta) = max_j E_T/E_U^beta at a beta fixed in advance"
-)
-EXCESS_SOURCE = "bound-spec 6.2: paired per-example differences against the reference member"
 
 
 def _chain(head: nn.Module) -> list[Affine]:
@@ -226,24 +219,14 @@ def run_transfer(
         member_rows.append(row)
 
     fit_dict = _fit_dict(fit, [members[j].name for j in others])
-    terms = _fit_terms(fit, cfg.level)
+    terms = transfer_fit_terms(fit, cfg.level)
     base_j = next((j for j, m in enumerate(members) if m.kind == "base"), None)
     if base_j is not None:
-        terms += _base_terms(e_u[base_j], e_t[base_j], fit, cfg.level, base_j == ref)
+        terms += transfer_base_terms(e_u[base_j], e_t[base_j], fit, cfg.level, base_j == ref)
     if cfg.heterogeneity.tv_upper is not None:
-        terms.append(
-            Term(
-                key="tv_upper_assumed",
-                value=cfg.heterogeneity.tv_upper,
-                status=Status.ASSUMED,
-                quantity="tv_distance_upper_bound",
-                formula="an upper bound on TV(U, T) supplied by the user (not measurable from "
-                "samples)",
-                source="transfer.heterogeneity.tv_upper",
-            )
-        )
+        terms.append(tv_upper_term(cfg.heterogeneity.tv_upper))
     if cfg.heterogeneity.enabled:
-        from tfbound.heterogeneity import heterogeneity_terms  # imports transfer.features
+        from tfbound.transfer.heterogeneity import heterogeneity_terms  # imports transfer.features
 
         if cfg.heterogeneity.downstream == "downstream_train":
             het_x = np.asarray(down.x)
@@ -347,108 +330,6 @@ def _fit_dict(fit: TransferFit, names: list[str]) -> dict[str, Any]:
             for r in fit.sensitivity
         ],
     }
-
-
-def _fit_terms(fit: TransferFit, level: float) -> list[Term]:
-    details = {
-        "identifiable": fit.identifiable,
-        "e_u_span_decades": fit.e_u_span_decades,
-        "n_used": fit.n_used,
-        "bootstrap_unit": fit.bootstrap_unit,
-    }
-    return [
-        Term(
-            key="transfer_beta",
-            value=fit.beta,
-            status=Status.ESTIMATED,
-            quantity="transfer_exponent",
-            formula="slope of the errors-in-variables fit log E_T = log C + beta log E_U",
-            source=FIT_SOURCE,
-            interval=fit.beta_interval,
-            confidence=level if fit.beta_interval is not None else None,
-            details=details,
-        ),
-        Term(
-            key="transfer_c",
-            value=fit.c,
-            status=Status.ESTIMATED,
-            quantity="transfer_constant",
-            formula="exp(intercept) of the central fit (half the family lies above it: "
-            "not for the decomposition)",
-            source=FIT_SOURCE,
-            interval=fit.c_interval,
-            confidence=level if fit.c_interval is not None else None,
-            details=details,
-        ),
-        Term(
-            key="transfer_c_envelope",
-            value=fit.c_envelope,
-            status=Status.ESTIMATED,
-            quantity="transfer_constant",
-            formula=f"C(beta) = max_j E_T_j / E_U_j^beta at beta = {fit.beta_fixed:g} fixed in "
-            "advance, over the members used (over the explored family only: a lower estimate "
-            "of the constant in the definition)",
-            source=FIT_SOURCE,
-            details={
-                "beta": fit.beta_fixed,
-                "c_envelope_all_positive": fit.c_envelope_all_positive,
-                "n_left_out_above_envelope": fit.n_left_out_above_envelope,
-            },
-        ),
-    ]
-
-
-def _base_terms(
-    e_u: ExcessEstimate, e_t: ExcessEstimate, fit: TransferFit, level: float, is_ref: bool
-) -> list[Term]:
-    note = "the configured encoder is the reference: 0 by construction, relative to the "
-    note += "explored family only" if is_ref else "explored family only"
-    terms = [
-        Term(
-            key="transfer_e_u_base",
-            value=e_u.value,
-            status=Status.ESTIMATED,
-            quantity="pretext_excess_risk",
-            formula="E_U(h_hat): refit pretext risk of the configured encoder minus the "
-            "reference's, paired on the pretrain_val estimate part",
-            source=EXCESS_SOURCE,
-            interval=e_u.interval,
-            stderr=e_u.stderr,
-            confidence=level,
-            details={"note": note},
-        ),
-        Term(
-            key="transfer_e_t_base",
-            value=e_t.value,
-            status=Status.ESTIMATED,
-            quantity="downstream_excess_risk",
-            formula="E_T(h_hat) measured directly: probe ramp risk of the configured encoder "
-            "minus the reference's, paired on the held-out split (the check of the "
-            "extrapolation)",
-            source=EXCESS_SOURCE,
-            interval=e_t.interval,
-            stderr=e_t.stderr,
-            confidence=level,
-            details={"note": note},
-        ),
-    ]
-    if fit.c_envelope is not None:
-        b = fit.beta_fixed
-        lo, hi = (max(0.0, v) for v in e_u.interval)
-        terms.append(
-            Term(
-                key="transfer_term_base",
-                value=fit.c_envelope * max(0.0, e_u.value) ** b,
-                status=Status.ESTIMATED,
-                quantity="downstream_excess_risk",
-                formula=f"C({b:g}) * max(0, E_U(h_hat))^{b:g} (envelope C; compare with "
-                "transfer_e_t_base)",
-                source=FIT_SOURCE,
-                interval=(fit.c_envelope * lo**b, fit.c_envelope * hi**b),
-                confidence=level,
-            )
-        )
-    return terms
 
 
 __all__ = ["ProgressFn", "pretext_task", "run_transfer", "sha256_of"]
