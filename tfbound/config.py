@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tfbound.errors import ConfigError
+from tfbound.paths import relative_path
 from tfbound.terms import to_plain
 
 CONFIG_FILENAME = "tfbound.yaml"
@@ -90,13 +91,13 @@ class ModuleSpec:
 
     def to_dict(self, base: Path) -> dict[str, Any]:
         options = {
-            k: _relative(v, base) if isinstance(v, Path) else v for k, v in self.options.items()
+            k: relative_path(v, base) if isinstance(v, Path) else v for k, v in self.options.items()
         }
         out: dict[str, Any] = {"arch": self.arch, **to_plain(options)}
         if self.weights is not None:
-            out["weights"] = _relative(self.weights, base)
+            out["weights"] = relative_path(self.weights, base)
         if self.reference is not None:
-            out["reference"] = _relative(self.reference, base)
+            out["reference"] = relative_path(self.reference, base)
         return out
 
 
@@ -109,7 +110,7 @@ class ArraySource:
     y: str | None = None
 
     def to_dict(self, base: Path) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": _relative(self.path, base), "x": self.x}
+        out: dict[str, Any] = {"path": relative_path(self.path, base), "x": self.x}
         if self.y is not None:
             out["y"] = self.y
         return out
@@ -212,13 +213,6 @@ class Config:
         if self.gates:
             out["gates"] = dict(self.gates)
         return out
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def resolve_config_path(path: str | Path) -> Path:

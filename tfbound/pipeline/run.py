@@ -56,6 +56,7 @@ from tfbound.io.digest import sha256_file
 from tfbound.measures.network import ROUNDING, Affine
 from tfbound.measures.rirc import RircEstimate, rirc_linear
 from tfbound.models.heads import LinearHead, MLPHead
+from tfbound.paths import relative_path
 from tfbound.pipeline.capacity import capacity_stage
 from tfbound.pipeline.stages import (
     Models,
@@ -520,10 +521,7 @@ def _augmented_linear_head(head: LinearHead, bias_const: float) -> np.ndarray:
 
 
 def _rel(path: Path, cfg: Config) -> str:
-    try:
-        return path.relative_to(cfg.base).as_posix()
-    except ValueError:
-        return path.as_posix()
+    return relative_path(path, cfg.base)
 
 
 __all__ = ["ProgressFn", "budget_of", "estimate"]

@@ -54,6 +54,7 @@ from tfbound.config import (
 )
 from tfbound.errors import ConfigError
 from tfbound.measures.transfer_fit import DEFAULT_BETA_GRID
+from tfbound.paths import relative_path
 
 TRANSFER_FILENAME = "transfer.yaml"
 DEFAULT_SCALES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -148,10 +149,10 @@ class TransferConfig:
             }
         if self.family.checkpoints is not None:
             fam["checkpoints"] = {
-                "roots": [_rel(p, base) for p in self.family.checkpoints.roots],
+                "roots": [relative_path(p, base) for p in self.family.checkpoints.roots],
                 "pipeline": self.family.checkpoints.pipeline,
                 "paths": [
-                    {"encoder": _rel(e.encoder, base), "run": e.run, "epoch": e.epoch}
+                    {"encoder": relative_path(e.encoder, base), "run": e.run, "epoch": e.epoch}
                     for e in self.family.checkpoints.paths
                 ],
             }
@@ -162,7 +163,7 @@ class TransferConfig:
             refit.update(steps=self.decoder_refit.steps, lr=self.decoder_refit.lr)
         het = self.heterogeneity
         return {
-            "base": _rel(self.base.path, base),
+            "base": relative_path(self.base.path, base),
             "family": fam,
             "reference_fraction": self.reference_fraction,
             "decoder_refit": refit,
@@ -190,13 +191,6 @@ class TransferConfig:
             },
             "seed": self.seed,
         }
-
-
-def _rel(path: Path, base: Path) -> str:
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def resolve_transfer_path(path: str | Path) -> Path:

@@ -26,6 +26,7 @@ from torch import nn
 
 from tfbound.errors import ConfigError
 from tfbound.io.checkpoints import load_module_weights
+from tfbound.paths import relative_path
 from tfbound.transfer.config import CheckpointEntry, FamilySpec
 
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -53,10 +54,7 @@ class Member:
         if self.epoch is not None:
             out["epoch"] = self.epoch
         if self.path is not None:
-            try:
-                out["path"] = self.path.relative_to(base).as_posix()
-            except ValueError:
-                out["path"] = self.path.as_posix()
+            out["path"] = relative_path(self.path, base)
         return out
 
 
