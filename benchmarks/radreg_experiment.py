@@ -80,8 +80,8 @@ METRICS = (
     ("certified_test_error_bound", "certified bound (sec. 2)", "{:.3f}"),
     ("best_certified_test_error_bound", "best certified bound", "{:.3f}"),
     ("test_accuracy", "test accuracy", "{:.4f}"),
-    ("pretrain_empirical_risk", "pretext loss (train)", "{:.4f}"),
-    ("pretrain_heldout_risk", "pretext loss (held out)", "{:.4f}"),
+    ("pretext_empirical_risk", "pretext loss (train)", "{:.4f}"),
+    ("pretext_heldout_risk", "pretext loss (held out)", "{:.4f}"),
 )
 
 
@@ -164,8 +164,8 @@ def run_one(job: tuple[str, int, float, int, str]) -> dict[str, Any]:
         "rirc",
         "rirc_head",
         "capacity_ratio",
-        "pretrain_empirical_risk",
-        "pretrain_heldout_risk",
+        "pretext_empirical_risk",
+        "pretext_heldout_risk",
         "observed_test_error",
     ):
         term = report.get(key)
@@ -237,7 +237,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ("pool_effective_rank", "effective rank (pool)"),
         ("best_certified_test_error_bound", "best certified bound"),
         ("test_accuracy", "test accuracy"),
-        ("pretrain_heldout_risk", "pretext loss (held out)"),
+        ("pretext_heldout_risk", "pretext loss (held out)"),
     )
     lambdas = sorted({r["lambda"] for r in rows})
     fig, axes = plt.subplots(len(PIPELINES), len(panels) + 1, figsize=(21, 7), squeeze=False)

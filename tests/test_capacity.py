@@ -200,13 +200,13 @@ def test_ce_mlp_report_terms_statuses_and_pretext_certificate() -> None:
         "feature_norm": ("certified", "feature_norm"),
         "pretext_rademacher_vec": ("certified", "complexity"),
         "pretext_complexity_term": ("certified", "pretext_population_risk"),
-        "confidence_pretext": ("certified", "pretext_population_risk"),
+        "pretext_confidence": ("certified", "pretext_population_risk"),
         "pretext_risk_bound": ("certified", "pretext_population_risk"),
     }
     for key, (status, quantity) in expected.items():
         assert (terms[key]["status"], terms[key]["quantity"]) == (status, quantity), key
     assert not any(k in bounds for k in expected)
-    assert report["deltas"]["pre"] == pytest.approx(0.05 * 0.05)
+    assert report["deltas"]["pretext_certificate"] == pytest.approx(0.05 * 0.05)
     # the pretext certificate recomputed from the files in numpy
     folder = REPO / "sample_models" / "ce_mlp"
     enc, dec = (
@@ -233,10 +233,10 @@ def test_ce_mlp_report_terms_statuses_and_pretext_certificate() -> None:
     assert det["k"] == k and det["N"] == n and det["D"] == d_out
     assert terms["pretext_rademacher_vec"]["value"] == pytest.approx(rhat, rel=1e-6)
     complexity = 2 * math.sqrt(2) * (2 / math.sqrt(d_out)) * rhat
-    conf = 3 * math.sqrt(math.log(2 * k * (k + 1) / report["deltas"]["pre"]) / (2 * n))
-    total = terms["pretrain_empirical_risk"]["value"] + complexity + conf
+    conf = 3 * math.sqrt(math.log(2 * k * (k + 1) / report["deltas"]["pretext_certificate"]) / (2 * n))
+    total = terms["pretext_empirical_risk"]["value"] + complexity + conf
     assert terms["pretext_risk_bound"]["value"] == pytest.approx(total, rel=1e-6)
-    assert terms["pretext_risk_bound"]["confidence"] == pytest.approx(1 - report["deltas"]["pre"])
+    assert terms["pretext_risk_bound"]["confidence"] == pytest.approx(1 - report["deltas"]["pretext_certificate"])
     # the feature norm bound holds on the data it never saw
     fn = terms["feature_norm"]
     assert fn["details"]["observed_max_train"] <= fn["value"]
@@ -401,7 +401,7 @@ def _vit_capacity(tmp_path: Path, reference: bool) -> tuple[CapacityOut, np.ndar
     models = Models(vit, LinearHead(8), 8, reference=vit if reference else None)
     train = LabeledArrays(x.numpy(), y, cfg.data.downstream_train)
     splits = Splits(train, None, None, None, None)
-    budget = DeltaBudget(0.05, {"finetune": 0.2, "mc": 0.02, "pre": 0.78})
+    budget = DeltaBudget(0.05, {"finetune": 0.2, "monte_carlo": 0.02, "pretext_certificate": 0.78})
     out = capacity_stage(
         cfg, models, splits, Pass(z, np.zeros(64)), u_sigma=1.0, budget=budget, pretext_train=None
     )

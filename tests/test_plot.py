@@ -34,7 +34,7 @@ def report(scale: float = 1.0, gap: float = 0.02, bound: bool = True) -> dict[st
     terms["test_set_bound"] = term("test_set_bound", 0.35, "certified", err)
     terms["observed_test_error"] = term("observed_test_error", 0.3, "diagnostic", err)
     terms["capacity_ratio"] = term("capacity_ratio", 12.0 * scale, "estimated", "complexity")
-    terms["pretrain_generalization_gap"] = term("pretrain_generalization_gap", gap, "estimated",
+    terms["pretext_generalization_gap"] = term("pretext_generalization_gap", gap, "estimated",
                                                 "gap")  # fmt: skip
     terms["rirc_head"] = term("rirc_head", None, "proxy", "complexity")
     total = term("certified_test_error_bound", sum(parts.values()), "certified", err)

@@ -33,7 +33,7 @@ def test_estimate_and_transfer_pretext_risks_agree(name: str) -> None:
     assert cfg.pretext is not None and cfg.decoder is not None
     assert cfg.data.pretrain_val is not None
     report = estimate(cfg)
-    held = report.get("pretrain_heldout_risk")
+    held = report.get("pretext_heldout_risk")
     assert held is not None and held.value is not None
 
     encoder, decoder = build_module(cfg.encoder), build_module(cfg.decoder)

@@ -208,7 +208,7 @@ def test_cli_pretrain_writes_a_folder_that_estimate_reads(tmp_path: Path):
         assert cfg.bound.encoder_candidates == 1  # not the bundled data
         report = tfbound.estimate(cfg)
         assert report.get("certified_test_error_bound") is not None
-        assert report.get("pretrain_heldout_risk") is not None
+        assert report.get("pretext_heldout_risk") is not None
     # The folder is not overwritten without --force; with it, it is replaced whole.
     out = tmp_path / "out_ce"
     again = ["pretrain", "ce", "--epochs", "1", "--data", str(data), "--out", str(out), "-q"]

@@ -57,11 +57,17 @@ def test_best_certificate_is_the_minimum_with_the_summed_confidence(report: Repo
     assert not best.components  # a minimum, never a sum
     assert best.value == min(_value(report, k) for k in FROZEN)
     d = report.deltas
-    spent = d["finetune"] + d["mc"] + d["pb"] + d["a"] + d["b"]
+    spent = (
+        d["finetune"]
+        + d["monte_carlo"]
+        + d["pac_bayes"]
+        + d["disagreement_prior"]
+        + d["disagreement_pool"]
+    )
     assert best.confidence == pytest.approx(1 - spent)
     assert sum(v for k, v in d.items() if k != "delta") == pytest.approx(d["delta"])
 
 
 def test_pretext_terms_present(report: Report) -> None:
     keys = {t.key for t in report.terms}
-    assert {"pretrain_empirical_risk", "pretrain_generalization_gap", "rirc", "rirc_term"} <= keys
+    assert {"pretext_empirical_risk", "pretext_generalization_gap", "rirc", "rirc_term"} <= keys

@@ -57,20 +57,32 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("decoder", "factory"): {"factory": None, "kwargs": {}},
 }
 
-#: Fractions of ``delta`` (bound-spec sections 8 and 10.5): finetune = delta_1, mc = delta_mc,
-#: pb = delta_pb (PAC-Bayes), a and b = delta_a and delta_b (hold-out plus disagreement),
-#: test = delta_test (test-set bound), pretext_val = delta_val (held-out pretext interval),
-#: pre = delta_pre (the certified pretext bound of bound-spec 6.1, MLP Context Encoders).
+#: Fractions of ``delta`` (bound-spec sections 8 and 10.5), named in full; what each pays for is
+#: ``tfbound.bounds.budget.SHARE_MEANINGS`` (finetune = delta_1, monte_carlo = delta_mc,
+#: pac_bayes = delta_pb, disagreement_prior/disagreement_pool = delta_a/delta_b, test_set =
+#: delta_test, pretext_heldout = delta_val, pretext_certificate = delta_pre).
+#: Share names before report schema 2.0, refused with their new name.
+RENAMED_SHARES: Mapping[str, str] = MappingProxyType(
+    {
+        "mc": "monte_carlo",
+        "pb": "pac_bayes",
+        "a": "disagreement_prior",
+        "b": "disagreement_pool",
+        "test": "test_set",
+        "pretext_val": "pretext_heldout",
+        "pre": "pretext_certificate",
+    }
+)
 DEFAULT_DELTA_SHARES: Mapping[str, float] = MappingProxyType(
     {
         "finetune": 0.3,
-        "mc": 0.05,
-        "pb": 0.2,
-        "a": 0.1,
-        "b": 0.1,
-        "test": 0.15,
-        "pretext_val": 0.05,
-        "pre": 0.05,
+        "monte_carlo": 0.05,
+        "pac_bayes": 0.2,
+        "disagreement_prior": 0.1,
+        "disagreement_pool": 0.1,
+        "test_set": 0.15,
+        "pretext_heldout": 0.05,
+        "pretext_certificate": 0.05,
     }
 )
 
@@ -420,6 +432,13 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
     for key, value in section.items():
         if key == "delta_shares":
             shares = _mapping(value, "'bound.delta_shares'", path)
+            for old, new in RENAMED_SHARES.items():
+                if old in shares:
+                    raise ConfigError(
+                        f"'bound.delta_shares' key '{old}' is now named '{new}' "
+                        "(shares are named in full since report schema 2.0)",
+                        path=path,
+                    )
             reject_unknown(shares, set(DEFAULT_DELTA_SHARES), "'bound.delta_shares'", path)
             values[key] = MappingProxyType({**DEFAULT_DELTA_SHARES, **shares})
         elif key in ("n_draws", "seed", "batch_size", "encoder_candidates", "split_seed"):

@@ -18,13 +18,13 @@ from types import MappingProxyType
 SHARE_MEANINGS: Mapping[str, str] = MappingProxyType(
     {
         "finetune": "delta_1: the margin bound's grid over radii (section 2)",
-        "mc": "delta_mc: the Monte Carlo upper value of the RIRC (section 3)",
-        "pb": "delta_pb: PAC-Bayes with a prior learned on S1 (section 10.2)",
-        "a": "delta_a: the prior head's error on S2 (section 10.3)",
-        "b": "delta_b: the disagreement on the unlabeled pool (section 10.3)",
-        "test": "delta_test: the test-set bound (held out)",
-        "pretext_val": "delta_val: the held-out pretext interval (section 6.1)",
-        "pre": "delta_pre: the certified pretext bound (section 6.1)",
+        "monte_carlo": "delta_mc: the Monte Carlo upper value of the RIRC (section 3)",
+        "pac_bayes": "delta_pb: PAC-Bayes with a prior learned on S1 (section 10.2)",
+        "disagreement_prior": "delta_a: the prior head's error on S2 (section 10.3)",
+        "disagreement_pool": "delta_b: the disagreement on the unlabeled pool (section 10.3)",
+        "test_set": "delta_test: the test-set bound (held out)",
+        "pretext_heldout": "delta_val: the held-out pretext interval (section 6.1)",
+        "pretext_certificate": "delta_pre: the certified pretext bound (section 6.1)",
     }
 )
 

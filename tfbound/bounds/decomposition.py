@@ -156,7 +156,7 @@ def decomposition_terms(
         e_u = inputs.pretrain_heldout_upper
         e_u_interval = (e_u, e_u)
         e_u_from = (
-            "upper end of pretrain_heldout_risk: E_U(h_hat) <= L_U(g_hat o h_hat) - 0 (the best "
+            "upper end of pretext_heldout_risk: E_U(h_hat) <= L_U(g_hat o h_hat) - 0 (the best "
             "pair's risk is >= 0), at 1 - delta_val"
         )
         e_u_status = Status.ESTIMATED

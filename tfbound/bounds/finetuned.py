@@ -148,7 +148,7 @@ def finetuned_mlp_route(
             source=FINETUNED_SOURCE,
         ),
         Term(
-            key="confidence_finetuned",
+            key="finetuned_confidence",
             value=best.confidence,
             status=Status.CERTIFIED,
             quantity="downstream_test_error",
@@ -164,14 +164,14 @@ def finetuned_mlp_route(
             status=Status.CERTIFIED,
             quantity="downstream_test_error",
             formula="min_k [finetuned_empirical_risk + finetuned_complexity_term + "
-            "confidence_finetuned] (at k*): the margin bound over head o encoder, encoder "
+            "finetuned_confidence] (at k*): the margin bound over head o encoder, encoder "
             "fine-tuned on S",
             source=FINETUNED_SOURCE,
             confidence=1.0 - delta_finetune,
             components=(
                 "finetuned_empirical_risk",
                 "finetuned_complexity_term",
-                "confidence_finetuned",
+                "finetuned_confidence",
             ),
             details={
                 **common,

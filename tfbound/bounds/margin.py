@@ -259,7 +259,7 @@ def certified_bound(mb: MarginBound, budget: DeltaBudget) -> Term:
         quantity="downstream_test_error",
         formula="min_k [downstream_empirical_risk + rirc_term + confidence_finetune] (at k*)",
         source=MARGIN_SOURCE,
-        confidence=budget.confidence("finetune", "mc"),
+        confidence=budget.confidence("finetune", "monte_carlo"),
         components=("downstream_empirical_risk", "rirc_term", "confidence_finetune"),
         details={
             "k_star": best.k,
@@ -267,7 +267,7 @@ def certified_bound(mb: MarginBound, budget: DeltaBudget) -> Term:
             "gamma": mb.gamma,
             "delta_k_star": best.delta_k,
             "delta_1": mb.delta_1,
-            "delta_mc": budget.per_candidate("mc"),
+            "delta_mc": budget.per_candidate("monte_carlo"),
             "encoder_candidates": budget.encoder_candidates,
             "rho0": mb.rho0,
             "cells_scanned": mb.n_cells,

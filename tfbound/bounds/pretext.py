@@ -47,7 +47,7 @@ def pretext_terms(
     details = {"task": task, "box": [lo, hi], "D": output_dim, "N": n_train, "N_val": n_val}
     return [
         Term(
-            key="pretrain_empirical_risk",
+            key="pretext_empirical_risk",
             value=train_mean,
             status=Status.ESTIMATED,
             quantity="pretext_empirical_risk",
@@ -56,7 +56,7 @@ def pretext_terms(
             details=details,
         ),
         Term(
-            key="pretrain_heldout_risk",
+            key="pretext_heldout_risk",
             value=val_mean,
             status=Status.ESTIMATED,
             quantity="pretext_population_risk",
@@ -68,7 +68,7 @@ def pretext_terms(
             details=details,
         ),
         Term(
-            key="pretrain_generalization_gap",
+            key="pretext_generalization_gap",
             value=gap,
             status=Status.ESTIMATED,
             quantity="pretext_generalization_gap",
@@ -159,7 +159,7 @@ def pretext_certificate_terms(
             source=PRETEXT_SOURCE,
         ),
         Term(
-            key="confidence_pretext",
+            key="pretext_confidence",
             value=conf,
             status=Status.CERTIFIED,
             quantity="pretext_population_risk",
@@ -172,14 +172,14 @@ def pretext_certificate_terms(
             value=total,
             status=Status.CERTIFIED,
             quantity="pretext_population_risk",
-            formula="pretrain_empirical_risk + pretext_complexity_term + confidence_pretext: "
+            formula="pretext_empirical_risk + pretext_complexity_term + pretext_confidence: "
             "the population pretext loss L_U (clipped square loss, CE masks) of this encoder + "
             "decoder; a different quantity from the downstream test error, never summed into it",
             source=PRETEXT_SOURCE,
             confidence=1.0 - delta_pre,
             details={
                 **details,
-                "pretrain_empirical_risk": train_mean,
+                "pretext_empirical_risk": train_mean,
                 "vacuous": total >= (hi - lo) ** 2,
                 "assumes": "one bias-free network (constant carried through encoder and "
                 "decoder), ReLU/leaky ReLU/identity activations, no dropout or BatchNorm, the "

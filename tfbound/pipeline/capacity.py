@@ -75,7 +75,7 @@ def capacity_stage(
             n=features.shape[0],
             bias_const=c,
             u_sigma=u_sigma,
-            delta_mc=budget.per_candidate("mc"),
+            delta_mc=budget.per_candidate("monte_carlo"),
         )
     if enc_chain is not None and head_chain is not None:
         s_x = sum_sq_with_constant(train_x, c)
@@ -185,7 +185,7 @@ def _pretext_certificate(
         d_out=pretext_train.output_dim,
         box=cfg.pretext.box,
         bias_const=c,
-        delta_pre=budget.share("pre"),
+        delta_pre=budget.share("pretext_certificate"),
         warnings=warnings,
     )
 

@@ -145,7 +145,7 @@ def _estimate(cfg: Config, progress: ProgressFn | None, transfer: TransferInput 
         1.0,
         n_draws=b.n_draws,
         seed=b.seed,
-        delta_mc=budget.per_candidate("mc"),
+        delta_mc=budget.per_candidate("monte_carlo"),
         bias_const=c,
     )
     u_sigma = est.norm_upper * ROUNDING
@@ -198,14 +198,14 @@ def _decomposition_inputs(
 ) -> DecompositionInputs:
     """What the decomposition (bound-spec 6.2) reads of this estimate."""
     rirc = next((t for t in out.terms if t.key == "rirc"), None)
-    held = next((t for t in out.terms if t.key == "pretrain_heldout_risk"), None)
+    held = next((t for t in out.terms if t.key == "pretext_heldout_risk"), None)
     need_hash = transfer is not None and transfer.encoder_sha256 is not None
     return DecompositionInputs(
         n=n,
         u_sigma=u_sigma if rirc is not None else None,
         rirc_factor=rirc_factor,
         delta_1=budget.per_candidate("finetune"),
-        delta_mc=budget.per_candidate("mc"),
+        delta_mc=budget.per_candidate("monte_carlo"),
         head_norm=head_norm,
         pretrain_heldout_upper=None if held is None or held.interval is None else held.interval[1],
         bias_const=cfg.bound.bias_const,
@@ -263,14 +263,16 @@ def _section2(
         out.warnings.append("the head is zero: the certified bound is the trivial 1")
         out.bounds.append(trivial_bound())
     else:
-        out.terms += margin_terms(mb, budget.per_candidate("finetune"), budget.per_candidate("mc"))
+        out.terms += margin_terms(
+            mb, budget.per_candidate("finetune"), budget.per_candidate("monte_carlo")
+        )
         out.terms += rirc_terms(est, mb, head_kind)
         out.bounds.append(certified_bound(mb, budget))
         if mb.total >= 1.0:
             out.warnings.append(
                 "the certified bound is vacuous (>= 1) for this head and sample size"
             )
-    out.spent |= {"finetune", "mc"}
+    out.spent |= {"finetune", "monte_carlo"}
     out.terms += capacity_ratio_terms(est, head_norm, y * train_pass.scores, b.margin_quantile)
     return head_norm, factor
 
@@ -304,13 +306,13 @@ def _section10(
         theta_aug,
         bias_const=c,
         split_seed=b.split_seed,
-        delta_pb=budget.per_candidate("pb"),
+        delta_pb=budget.per_candidate("pac_bayes"),
         n1_fraction=b.n1_fraction,
         eps=b.metric_eps,
         lam=b.prior_lam,
     )
-    out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pb"))
-    out.spent |= {"pb"}
+    out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pac_bayes"))
+    out.spent |= {"pac_bayes"}
     if splits.pool is None or cfg.data.downstream_unlabeled is None:
         return pac
     others = [np.asarray(splits.train.x)]
@@ -335,11 +337,15 @@ def _section10(
         theta_aug,
         pac.theta_prior[0],
         bias_const=c,
-        delta_a=budget.per_candidate("a"),
-        delta_b=budget.per_candidate("b"),
+        delta_a=budget.per_candidate("disagreement_prior"),
+        delta_b=budget.per_candidate("disagreement_pool"),
     )
-    out.bounds.append(disagreement_term(dis, confidence=budget.confidence("a", "b")))
-    out.spent |= {"a", "b"}
+    out.bounds.append(
+        disagreement_term(
+            dis, confidence=budget.confidence("disagreement_prior", "disagreement_pool")
+        )
+    )
+    out.spent |= {"disagreement_prior", "disagreement_pool"}
     return pac
 
 
@@ -368,7 +374,7 @@ def _heldout(
     )
     errors = int(np.sum(test.y * test_pass.scores <= 0))
     m_test = int(test.y.shape[0])
-    held = heldout_terms(errors, m_test, budget.share("test"))
+    held = heldout_terms(errors, m_test, budget.share("test_set"))
     out.terms += held
     certified = next((t for t in out.bounds if t.key == "certified_test_error_bound"), None)
     if certified is not None and certified.value is not None:
@@ -426,7 +432,7 @@ def _pretext(
         val.mean_loss,
         val.n,
         spec.box,
-        budget.share("pretext_val"),
+        budget.share("pretext_heldout"),
         task=spec.kind,
         output_dim=train.output_dim,
     )
