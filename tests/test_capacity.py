@@ -230,17 +230,21 @@ def test_ce_mlp_report_terms_statuses_and_pretext_certificate() -> None:
     s_x = float((x * x).sum()) + n * c**2
     rhat = (math.sqrt(2 * math.log(2) * 4) + 1) * d_out * 2.0 ** (k - 1) * math.sqrt(s_x) / n
     det = terms["pretext_risk_bound"]["details"]
-    assert det["k"] == k and det["N"] == n and det["D"] == d_out
+    assert det["k"] == k and det["n_pretrain"] == n and det["output_dim"] == d_out
     assert terms["pretext_rademacher_vec"]["value"] == pytest.approx(rhat, rel=1e-6)
     complexity = 2 * math.sqrt(2) * (2 / math.sqrt(d_out)) * rhat
-    conf = 3 * math.sqrt(math.log(2 * k * (k + 1) / report["deltas"]["pretext_certificate"]) / (2 * n))
+    conf = 3 * math.sqrt(
+        math.log(2 * k * (k + 1) / report["deltas"]["pretext_certificate"]) / (2 * n)
+    )
     total = terms["pretext_empirical_risk"]["value"] + complexity + conf
     assert terms["pretext_risk_bound"]["value"] == pytest.approx(total, rel=1e-6)
-    assert terms["pretext_risk_bound"]["confidence"] == pytest.approx(1 - report["deltas"]["pretext_certificate"])
+    assert terms["pretext_risk_bound"]["confidence"] == pytest.approx(
+        1 - report["deltas"]["pretext_certificate"]
+    )
     # the feature norm bound holds on the data it never saw
     fn = terms["feature_norm"]
     assert fn["details"]["observed_max_train"] <= fn["value"]
-    assert fn["details"]["B_x"] == pytest.approx(8.0)
+    assert fn["details"]["input_norm_bound"] == pytest.approx(8.0)
 
 
 def test_pretext_certificate_needs_relu_identity_activations(tmp_path: Path) -> None:
@@ -273,15 +277,20 @@ def test_mlp_head_terms_reference_the_path_norm_route(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg))
     report = _report(path)
     term = report["terms"]["rirc_mlp_head"]
-    assert term["status"] == "certified" and term["details"]["L_s"] == pytest.approx(1.129)
+    assert term["status"] == "certified" and term["details"][
+        "activation_lipschitz"
+    ] == pytest.approx(1.129)
     head = load_np(str(path.parent / "head.safetensors"))
     a = np.abs(head["fc2.weight"]).sum()
     b = np.sqrt((head["fc1.weight"] ** 2).sum(1) + head["fc1.bias"] ** 2).max()
-    assert term["details"]["a"] == pytest.approx(a, rel=1e-6)
-    assert term["details"]["b"] == pytest.approx(b, rel=1e-6)
+    assert term["details"]["v_l1_norm"] == pytest.approx(a, rel=1e-6)
+    assert term["details"]["max_row_norm"] == pytest.approx(b, rel=1e-6)
     det = term["details"]
-    n, u = det["n"], det["U_sigma"]
-    expected = (2 * 1.129 * det["a"] * det["b"] * u + det["B_0"] * math.sqrt(n)) / n
+    n, u = det["n"], det["u_sigma"]
+    expected = (
+        2 * 1.129 * det["v_l1_norm"] * det["max_row_norm"] * u
+        + det["output_bias_abs"] * math.sqrt(n)
+    ) / n
     assert term["value"] == pytest.approx(expected, rel=1e-12)
     # U_sigma within the Khintchine-Jensen sandwich of sum ||z'_i||^2, features in numpy
     enc = load_np(str(path.parent / "encoder.safetensors"))
@@ -418,7 +427,7 @@ def test_vit_terms_and_the_finetuned_transformer_statement(tmp_path: Path) -> No
         assert terms[key].status.value == "proxy" and (terms[key].value or 0) > 0
     assert "Edelman" in terms["transformer_capacity_egkz"].source
     assert "Trauger" in terms["transformer_capacity_tt"].source
-    assert terms["transformer_capacity_egkz"].details["T"] == 4
+    assert terms["transformer_capacity_egkz"].details["tokens"] == 4
     blocks = terms["attention_qk_spectral_max"].details["blocks"]
     assert [b["block"] for b in blocks] == ["blocks.0.attn", "blocks.1.attn"]
     assert blocks[0]["mlp_layers"] == ["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]

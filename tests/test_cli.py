@@ -217,6 +217,6 @@ def test_mlp_head_pipeline(tmp_path: Path) -> None:
     rirc = rep["terms"]["rirc"]
     details = rirc["details"]
     # ReLU path-norm ball: rirc = 2 rho U / n, rirc_term = 2 rirc.
-    assert rirc["value"] == pytest.approx(2 * details["rho_k"] * details["U_sigma"] / details["n"])
+    assert rirc["value"] == pytest.approx(2 * details["rho_k"] * details["u_sigma"] / details["n"])
     assert rep["terms"]["rirc_term"]["value"] == pytest.approx(2 * rirc["value"])
     assert any("pretext" in w for w in rep["warnings"])

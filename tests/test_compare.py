@@ -71,11 +71,11 @@ def write(tmp_path: Path, name: str, data: Any) -> Path:
         ("{not json", "not a JSON file"),
         ([1, 2, 3], "not a tfbound report"),
         ({"terms": {}}, "not a tfbound report"),
-        ({"schema_version": "1.0", "terms": {}}, "no 'bounds' object"),
-        ({"schema_version": "1.0", "terms": {"a": {"value": "x"}}, "bounds": {}}, "'terms.a'"),
-        ({"schema_version": "1.0", "terms": {"a": {}}, "bounds": {}}, "numeric 'value'"),
+        ({"schema_version": "2.0", "terms": {}}, "no 'bounds' object"),
+        ({"schema_version": "2.0", "terms": {"a": {"value": "x"}}, "bounds": {}}, "'terms.a'"),
+        ({"schema_version": "2.0", "terms": {"a": {}}, "bounds": {}}, "numeric 'value'"),
         ({"schema_version": 1, "terms": {}, "bounds": {}}, "unreadable schema_version"),
-        ({"schema_version": "1.0", "terms": {}, "bounds": {}, "layers": [{"x": 1}]}, "'layers'"),
+        ({"schema_version": "2.0", "terms": {}, "bounds": {}, "layers": [{"x": 1}]}, "'layers'"),
     ],
 )
 def test_non_reports_are_refused_clearly(tmp_path: Path, data: Any, needle: str) -> None:

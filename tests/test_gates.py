@@ -112,7 +112,7 @@ def test_non_string_condition_and_bad_layer_target() -> None:
 def report(values: dict[str, float | None], layers: list[dict[str, Any]] | None = None) -> dict:
     terms = {k: {"key": k, "value": v, "status": "certified"} for k, v in values.items()}
     out: dict[str, Any] = {
-        "schema_version": "1.0",
+        "schema_version": "2.0",
         "terms": {k: t for k, t in terms.items() if k != "bound"},
         "bounds": {k: t for k, t in terms.items() if k == "bound"},
     }

@@ -49,7 +49,7 @@ def report(scale: float = 1.0, gap: float = 0.02, bound: bool = True) -> dict[st
         ),  # fmt: skip
     }
     return {
-        "schema_version": "1.0",
+        "schema_version": "2.0",
         "tfbound_version": "test",
         "kind": "estimate",
         "terms": terms,

@@ -255,7 +255,7 @@ def test_run_transfer_end_to_end(tiny: Path) -> None:
     assert len(refs) == 1 and refs[0]["e_u"]["value"] == 0.0 and refs[0]["e_t"]["value"] == 0.0
     assert data["reference"]["name"] == refs[0]["name"]
     pv = data["data"]["pretrain_val"]
-    assert pv["reference_part"] + pv["estimate_part"] == pv["N_val"] == 40
+    assert pv["reference_part"] + pv["estimate_part"] == pv["n_pretrain_val"] == 40
     for m in data["members"]:
         lo, hi = m["e_u"]["interval"]
         assert lo <= m["e_u"]["value"] <= hi

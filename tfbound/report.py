@@ -9,9 +9,10 @@ from types import MappingProxyType
 from typing import Any
 
 from tfbound import __version__
+from tfbound.keys import Role
 from tfbound.terms import Status, Term, to_plain
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,13 @@ _NUMBER_OR_NULL = {"type": ["number", "null"]}
 def term_schema() -> dict[str, Any]:
     return {
         "type": "object",
-        "required": ["key", "value", "status", "quantity", "formula", "source"],
+        "required": ["key", "value", "status", "role", "quantity", "formula", "source"],
         "additionalProperties": False,
         "properties": {
             "key": {"type": "string"},
             "value": _NUMBER_OR_NULL,
             "status": {"enum": [s.value for s in Status]},
+            "role": {"enum": [r.value for r in Role]},
             "quantity": {"type": "string"},
             "formula": {"type": "string"},
             "source": {"type": "string"},

@@ -15,6 +15,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from tfbound.keys import Role, role_of
+
 
 class Status(StrEnum):
     CERTIFIED = "certified"
@@ -26,7 +28,9 @@ class Status(StrEnum):
 
 @dataclass(frozen=True)
 class Term:
-    """One reported number. ``components`` lists the keys a total sums (empty for a leaf term)."""
+    """One reported number. ``components`` lists the keys a total sums (empty for a leaf term);
+    ``role`` (what the term is for: headline, certificate, component, ...) comes from the key
+    catalogue ``tfbound.keys`` unless given, and a key the catalogue lacks is refused."""
 
     key: str
     value: float | None
@@ -39,16 +43,24 @@ class Term:
     confidence: float | None = None
     components: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    role: Role | None = None
 
     def __post_init__(self) -> None:
         if self.value is not None and not math.isfinite(self.value):
             raise ValueError(f"term {self.key!r} has a non-finite value {self.value}")
+        if self.role is None:
+            try:
+                role = role_of(self.key)
+            except ValueError:
+                raise ValueError(f"term key {self.key!r} is not in tfbound.keys") from None
+            object.__setattr__(self, "role", role)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "key": self.key,
             "value": self.value,
             "status": self.status.value,
+            "role": str(self.role),
             "quantity": self.quantity,
             "formula": self.formula,
             "source": self.source,

@@ -195,12 +195,12 @@ def decomposition_terms(
             source=DECOMPOSITION_SOURCE,
             interval=(c_val * lo**beta, c_val * hi**beta),
             details={
-                "C": c_val,
-                "C_from": c_from,
+                "c": c_val,
+                "c_from": c_from,
                 "beta": beta,
-                "E_U": e_u,
-                "E_U_interval": list(e_u_interval),
-                "E_U_from": e_u_from,
+                "e_u": e_u,
+                "e_u_interval": list(e_u_interval),
+                "e_u_from": e_u_from,
             },
         ),
         Term(
@@ -214,7 +214,7 @@ def decomposition_terms(
             "ball of radius rho)",
             source="bound-spec sections 3 and 6.2 (U_sigma: the estimate's certified value)",
             confidence=None if delta_mc is None else 1.0 - delta_mc,
-            details={**common, "U_sigma": u_sigma, "rirc_factor": factor},
+            details={**common, "u_sigma": u_sigma, "rirc_factor": factor},
         ),
         Term(
             key="decomposition_confidence",

@@ -16,6 +16,7 @@ import torch
 
 from tfbound.bounds.margin import MARGIN_SOURCE, margin_bound
 from tfbound.bounds.network import BFT_SOURCE, GRS_SOURCE, lipschitz_list
+from tfbound.keys import Role
 from tfbound.measures.network import (
     ROUNDING,
     Affine,
@@ -117,7 +118,7 @@ def finetuned_mlp_route(
         res.warnings.append("the network is zero: the fine-tuned certificate is the trivial 1")
         return res
     best = mb.best
-    common = {"k_star": best.k, "rho_k_star": best.rho, "gamma": mb.gamma, "Q_hat": q_hat}
+    common = {"k_star": best.k, "rho_k_star": best.rho, "gamma": mb.gamma, "q_hat": q_hat}
     res.terms += [
         Term(
             key="finetuned_empirical_risk",
@@ -137,7 +138,7 @@ def finetuned_mlp_route(
             formula="rho_k* (sqrt(2 log(2) L) + 1) sqrt(sum ||x'_i||^2) / n (GRS over the ball "
             "prod_j ||A_j||_F <= rho_k*, in 0-1 units after /gamma)",
             source=GRS_SOURCE,
-            details={**common, "L": len(mats), "sum_sq_inputs_with_constant": s_x},
+            details={**common, "depth": len(mats), "sum_sq_inputs_with_constant": s_x},
         ),
         Term(
             key="finetuned_complexity_term",
@@ -214,7 +215,13 @@ def demote_frozen(terms: Sequence[Term]) -> list[Term]:
 def _demote(t: Term) -> Term:
     if t.status is not Status.CERTIFIED or t.key in _STILL_VALID:
         return t
-    return replace(t, status=Status.DIAGNOSTIC, formula=FROZEN_ONLY + t.formula, components=())
+    return replace(
+        t,
+        status=Status.DIAGNOSTIC,
+        formula=FROZEN_ONLY + t.formula,
+        components=(),
+        role=Role.DIAGNOSTIC,
+    )
 
 
 __all__ = [

@@ -158,7 +158,7 @@ def rirc_terms(est: RircEstimate, mb: MarginBound, head_kind: str) -> list[Term]
     a = mb.rirc_factor
     ball = "linear ball ||theta'|| <= rho_k" if head_kind == "linear" else "ReLU path-norm ball"
     common: dict[str, Any] = {
-        "U_sigma": mb.u_sigma,
+        "u_sigma": mb.u_sigma,
         "mc_mean": est.norm_mean,
         "mc_stderr": est.norm_stderr,
         "mc_upper": est.norm_mc_upper,

@@ -79,7 +79,7 @@ def mlp_head_terms(
                 source=GRS_SOURCE,
                 confidence=1.0,
                 details={
-                    "L": len(mats),
+                    "depth": len(mats),
                     "frobenius_norms": [float(torch.linalg.matrix_norm(a)) for a in mats],
                     "sum_sq_features_with_constant": s_z,
                     "n": n,
@@ -109,12 +109,12 @@ def mlp_head_terms(
                 "Ledoux-Talagrand contraction); U_sigma as in section 3",
                 confidence=1.0 - delta_mc,
                 details={
-                    "L_s": act.lipschitz,
+                    "activation_lipschitz": act.lipschitz,
                     "activation": act.name,
-                    "a": a,
-                    "b": b,
-                    "B_0": b0,
-                    "U_sigma": u_sigma,
+                    "v_l1_norm": a,
+                    "max_row_norm": b,
+                    "output_bias_abs": b0,
+                    "u_sigma": u_sigma,
                     "n": n,
                 },
             )
@@ -157,7 +157,7 @@ def mlp_network_terms(
                 source=GRS_SOURCE,
                 confidence=1.0,
                 details={
-                    "L": len(mats),
+                    "depth": len(mats),
                     "layers": names,
                     "frobenius_norms": [float(torch.linalg.matrix_norm(a)) for a in mats],
                     "frobenius_product": frobenius_product(mats),
@@ -237,7 +237,7 @@ def mlp_feature_norm_term(
         source=FEATURE_NORM_SOURCE,
         confidence=1.0 if inside else None,
         details={
-            "B_x": b_x,
+            "input_norm_bound": b_x,
             "box": [lo, hi],
             "per_layer": bounds,
             "observed_max_train": observed,

@@ -166,8 +166,8 @@ def _describe(cell: PacBayesCell, head: str, res: dict[str, object]) -> str:
         f"on S1; metric M = C1 + eps tr(C1)/(d+1) I from S1; n1={res['n1']}, n2={cell.n2}, "
         f"split_seed={res['split_seed']}, eps={res['eps']:g}, lambda={cell.lam:g} "
         f"(grid {res['lam_grid']}), beta={cell.beta:.6g} (grid {res['beta_grid']}, "
-        f"J_beta={res['J_beta']}), tau={cell.tau:g} (grid {res['tau_grid']}, "
-        f"J_tau={res['J_tau']}), mu={cell.mu:.6g}, "
+        f"J_beta={res['n_beta_grid']}), tau={cell.tau:g} (grid {res['tau_grid']}, "
+        f"J_tau={res['n_tau_grid']}), mu={cell.mu:.6g}, "
         f"cos(u,u_1)={cell.cos_prior:.6g}, KL=(mu^2+beta^2-2 mu beta cos)/2={cell.kl:.6g}, "
         f"e_hat_tau=mean_S2 Phi(tau - mu gamma_i)={cell.empirical_loss:.6g}, "
         f"xi(n2)={res['xi_n2']:.6g}, log(xi(n2) J_lambda J_beta J_tau/delta_pb)="
@@ -249,10 +249,10 @@ def pac_bayes_linear(
         "split_seed": int(split_seed),
         "eps": float(eps),
         "lam_grid": lam_grid,
-        "J_beta": len(betas),
+        "n_beta_grid": len(betas),
         "beta_grid": _grid_text(betas),
         "tau_grid": _grid_text(taus),
-        "J_tau": len(taus),
+        "n_tau_grid": len(taus),
         "xi_n2": xi_n2,
         "delta_pb": float(delta_pb),
     }

@@ -44,7 +44,13 @@ def pretext_terms(
     lo, hi = box
     width = (hi - lo) ** 2 * math.sqrt(math.log(2.0 / delta_val) / (2.0 * n_val))
     gap = val_mean - train_mean
-    details = {"task": task, "box": [lo, hi], "D": output_dim, "N": n_train, "N_val": n_val}
+    details = {
+        "task": task,
+        "box": [lo, hi],
+        "output_dim": output_dim,
+        "n_pretrain": n_train,
+        "n_pretrain_val": n_val,
+    }
     return [
         Term(
             key="pretext_empirical_risk",
@@ -125,12 +131,12 @@ def pretext_certificate_terms(
     total = train_mean + complexity + conf
     details = {
         "k": k,
-        "Q_hat": q_hat,
-        "Q_k": q_k,
-        "Q0": PRETEXT_Q0,
-        "L": depth,
-        "D": d_out,
-        "N": n,
+        "q_hat": q_hat,
+        "q_k": q_k,
+        "q0": PRETEXT_Q0,
+        "depth": depth,
+        "output_dim": d_out,
+        "n_pretrain": n,
         "box": [lo, hi],
         "bias_const": c,
         "sum_sq_masked_inputs_with_constant": s_x,
@@ -165,7 +171,7 @@ def pretext_certificate_terms(
             quantity="pretext_population_risk",
             formula="3 (hi - lo)^2 sqrt(log(2 k (k+1) / delta_pre) / (2 N))",
             source=PRETEXT_SOURCE,
-            details={"k": k, "delta_pre": delta_pre, "N": n},
+            details={"k": k, "delta_pre": delta_pre, "n_pretrain": n},
         ),
         Term(
             key="pretext_risk_bound",

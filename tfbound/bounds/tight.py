@@ -40,8 +40,8 @@ def pac_bayes_terms(res: PacBayesResult, confidence: float) -> list[Term]:
         "split_seed": res.split_seed,
         "eps": res.eps,
         "lam_grid": list(res.lam_grid),
-        "J_beta": len(res.beta_grid),
-        "J_tau": len(res.tau_grid),
+        "n_beta_grid": len(res.beta_grid),
+        "n_tau_grid": len(res.tau_grid),
         "xi_n2": res.xi_n2,
         "delta_pb": res.delta_pb,
     }

@@ -154,7 +154,7 @@ def transformer_terms(
             f"sqrt(log T), M over QK_h, VO_h and the MLP matrices, T = {tokens} tokens; "
             + kappa_text,
             source=EGKZ_SOURCE,
-            details={"T": tokens, "kappa_product": kappa_prod, "ratio_sum": ratio21},
+            details={"tokens": tokens, "kappa_product": kappa_prod, "ratio_sum": ratio21},
         ),
         Term(
             key="transformer_capacity_tt",

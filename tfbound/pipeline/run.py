@@ -500,8 +500,8 @@ def _report(
     pre_train, pre_val = pretext
     if pre_train is not None and models.decoder is not None:
         pre: dict[str, Any] = {
-            "N": pre_train.n,
-            "D": pre_train.output_dim,
+            "n_pretrain": pre_train.n,
+            "output_dim": pre_train.output_dim,
             "decoder_parameters": param_count(models.decoder),
         }
         if pre_val is not None:

@@ -182,7 +182,7 @@ def transfer_table(report: dict[str, Any]) -> RenderableType:
             notes.append(
                 f"balanced accuracy {fmt(details['balanced_accuracy'])} "
                 f"(LCB {fmt(details['balanced_accuracy_lcb'])}, m = "
-                f"{details['m_U']}/{details['m_T']})"
+                f"{details['m_pretrain']}/{details['m_downstream']})"
             )
         if term.get("confidence") is not None:
             notes.append(f"level {_g(term['confidence'])}")

@@ -261,9 +261,9 @@ def run_transfer(
         "pretext_D": masks_va.n_counted,
     }
     data = {
-        "pretrain_train": {"N": int(pre_x.shape[0]), "use": "decoder refit"},
+        "pretrain_train": {"n_pretrain": int(pre_x.shape[0]), "use": "decoder refit"},
         "pretrain_val": {
-            "N_val": int(n_val),
+            "n_pretrain_val": int(n_val),
             "reference_part": int(ref_idx.size),
             "estimate_part": int(est_idx.size),
             "use": "reference choice (reference part) and E_U (estimate part)",
