@@ -18,8 +18,42 @@ import yaml
 from tfbound.errors import ConfigError
 from tfbound.paths import relative_path
 from tfbound.terms import to_plain
+from tfbound.yaml_input import read_yaml_file
 
 CONFIG_FILENAME = "tfbound.yaml"
+
+#: Upper limits of the configuration's sizes and work knobs (a hostile config must not allocate
+#: gigabytes or run for days before anything is checked).
+MAX_SIZE = 1_000_000  # any one layer width, image side, sequence length
+MAX_PARAMETERS = 1 << 28  # a module built from configured sizes (1 GiB of float32)
+MAX_N_DRAWS = 1_000_000
+MAX_BATCH_SIZE = 1 << 20
+MAX_ENCODER_CANDIDATES = 1_000_000
+MAX_SEED = (1 << 63) - 1
+
+#: The type of each module option: "size" (an integer in [1, MAX_SIZE]), "sizes" (a list of
+#: them), "positive" (a finite number > 0), "bool", "str", "mapping", or a tuple of choices.
+_OPTION_TYPES: dict[str, Any] = {
+    "input_dim": "size",
+    "feature_dim": "size",
+    "output_dim": "size",
+    "hidden": "sizes",
+    "image_size": "size",
+    "patch_size": "size",
+    "in_chans": "size",
+    "dim": "size",
+    "depth": "size",
+    "mlp_ratio": "positive",
+    "pool": ("mean", "cls"),
+    "activation": "str",
+    "factory": "str",
+    "kwargs": "mapping",
+    "tokenizer": "str",
+    "max_length": "size",
+    "normalize": "bool",
+    "pooling": ("mean", "cls", "pooler"),
+    "layer_norm_eps": "positive",
+}
 
 # Allowed options per (role, arch) with their defaults (None: required, no default).
 _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -241,9 +275,9 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a ``tfbound.yaml`` (or the one inside a folder)."""
     p = resolve_config_path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid YAML: {exc}".splitlines()[0], path=p) from exc
+        raw = read_yaml_file(p)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise ConfigError(_first_line(f"not valid YAML: {exc}"), path=p) from exc
     return parse_config(raw, p)
 
 
@@ -303,11 +337,12 @@ def _mapping(raw: Any, where: str, path: Path) -> dict[str, Any]:
 
 
 def reject_unknown(section: Mapping[str, Any], allowed: set[str], where: str, path: Path) -> None:
-    unknown = sorted(set(section) - allowed)
+    unknown = sorted((k for k in section if k not in allowed), key=str)
     if unknown:
+        shown = ", ".join(_short(k, 40) for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise ConfigError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
-            f"allowed: {', '.join(sorted(allowed))}",
+            f"unknown key(s) {shown}{more} in {where}; allowed: {', '.join(sorted(allowed))}",
             path=path,
         )
 
@@ -317,7 +352,7 @@ def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
     arch = section.get("arch")
     archs = sorted(a for r, a in _ARCH_OPTIONS if r == role)
     if arch not in archs:
-        raise ConfigError(f"'{role}.arch' must be one of {archs}, got {arch!r}", path=path)
+        raise ConfigError(f"'{role}.arch' must be one of {archs}, got {_short(arch)}", path=path)
     defaults = _ARCH_OPTIONS[(role, arch)]
     allowed = {"arch", "weights", *defaults} | ({"reference"} if role == "encoder" else set())
     reject_unknown(section, allowed, f"'{role}' ({arch})", path)
@@ -329,6 +364,9 @@ def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
             raise ConfigError(f"'{role}' ({arch}) needs '{key}'", path=path)
         else:
             options[key] = default
+    for key, value in options.items():
+        _check_option(role, arch, key, value, path)
+    _check_parameter_budget(role, arch, options, path)
     weights = section.get("weights")
     if weights is None and arch != "factory":
         raise ConfigError(f"'{role}' needs 'weights'", path=path)
@@ -346,6 +384,72 @@ def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
         options=MappingProxyType(options),
         reference=None if reference is None else (base / reference).resolve(),
     )
+
+
+def _check_option(role: str, arch: str, key: str, value: Any, path: Path) -> None:
+    """One module option against its type (``_OPTION_TYPES``); a one-line ``ConfigError``."""
+    kind = "size" if key == "heads" and arch == "vit" else _OPTION_TYPES.get(key)
+    if key == "heads" and arch == "bert":
+        kind = "size" if value != "auto" else "str"
+    where = f"'{role}.{key}' ({arch})"
+    if kind == "size":
+        ok = _is_size(value)
+        want = f"an integer in [1, {MAX_SIZE}]"
+    elif kind == "sizes":
+        ok = isinstance(value, list) and len(value) <= 1000 and all(_is_size(v) for v in value)
+        want = f"a list of integers in [1, {MAX_SIZE}]"
+    elif kind == "positive":
+        ok = _is_number(value) and math.isfinite(value) and value > 0
+        want = "a finite number > 0"
+    elif kind == "bool":
+        ok, want = isinstance(value, bool), "true or false"
+    elif kind == "str":
+        ok, want = isinstance(value, str), "a string"
+    elif kind == "mapping":
+        ok, want = isinstance(value, dict), "a mapping"
+    elif isinstance(kind, tuple):
+        ok, want = value in kind, "one of " + ", ".join(kind)
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{where} must be {want}, got {_short(value)}", path=path)
+
+
+def _check_parameter_budget(role: str, arch: str, o: Mapping[str, Any], path: Path) -> None:
+    """Refuse a module whose configured sizes need more than ``MAX_PARAMETERS`` parameters,
+    before anything is allocated."""
+    if arch in ("mlp", "linear") and role in ("encoder", "decoder"):
+        out = o.get("feature_dim", o.get("output_dim"))
+        widths = [o["input_dim"], *o.get("hidden", []), out]
+        count = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    elif arch == "vit":
+        dim, depth = o["dim"], o["depth"]
+        tokens = (o["image_size"] // max(o["patch_size"], 1)) ** 2 + 1
+        patch = o["patch_size"] ** 2 * o["in_chans"]
+        hidden = int(dim * float(o["mlp_ratio"])) + 1
+        count = depth * (4 * dim * dim + 2 * dim * hidden) + tokens * dim + patch * dim
+    else:
+        return
+    if count > MAX_PARAMETERS:
+        raise ConfigError(
+            f"'{role}' ({arch}) would have about {count:.3g} parameters from its configured "
+            f"sizes, over the limit of {MAX_PARAMETERS:.3g}",
+            path=path,
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SIZE
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message never echoes an unbounded value."""
+    text = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _array_source(name: str, raw: Any, base: Path, path: Path, labeled: bool) -> ArraySource:
@@ -384,14 +488,23 @@ def _pretext_spec(raw: Any, path: Path) -> PretextSpec:
     elif kind == "mae":
         reject_unknown(section, {"kind", "mask_ratio", "box", "seed"}, "'pretext' (mae)", path)
     else:
-        raise ConfigError(f"'pretext.kind' must be 'ce' or 'mae', got {kind!r}", path=path)
+        raise ConfigError(f"'pretext.kind' must be 'ce' or 'mae', got {_short(kind)}", path=path)
     box = _number_list(section.get("box"), 2, "pretext.box", path, float)
-    if not box[0] < box[1]:
+    if not all(math.isfinite(v) for v in box) or not box[0] < box[1]:
         raise ConfigError("'pretext.box' must be [lo, hi] with lo < hi", path=path)
     seed = _int(section.get("seed", 0), "pretext.seed", path)
+    if not 0 <= seed <= MAX_SEED - 1:
+        raise ConfigError(
+            f"'pretext.seed' must lie in [0, 2^63 - 2], got {_short(seed)}", path=path
+        )
     if kind == "ce":
         shape = _number_list(section.get("image_shape"), 3, "pretext.image_shape", path, int)
         block = _number_list(section.get("block"), 4, "pretext.block", path, int)
+        if not all(_is_size(v) for v in shape) or not all(0 <= v <= MAX_SIZE for v in block):
+            raise ConfigError(
+                f"'pretext.image_shape' and 'pretext.block' must hold sizes up to {MAX_SIZE}",
+                path=path,
+            )
         return PretextSpec(
             "ce",
             (box[0], box[1]),
@@ -413,14 +526,14 @@ def _number_list(raw: Any, length: int, key: str, path: Path, kind: type) -> lis
         or (kind is int and not all(isinstance(v, int) for v in raw))
     ):
         raise ConfigError(
-            f"'{key}' must be a list of {length} {kind.__name__}s, got {raw!r}", path=path
+            f"'{key}' must be a list of {length} {kind.__name__}s, got {_short(raw)}", path=path
         )
     return [kind(v) for v in raw]
 
 
 def _int(raw: Any, key: str, path: Path) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool):
-        raise ConfigError(f"'{key}' must be an integer, got {raw!r}", path=path)
+        raise ConfigError(f"'{key}' must be an integer, got {_short(raw)}", path=path)
     return raw
 
 
@@ -444,8 +557,10 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
         elif key in ("n_draws", "seed", "batch_size", "encoder_candidates", "split_seed"):
             values[key] = _int(value, f"bound.{key}", path)
         else:
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"'bound.{key}' must be a number, got {value!r}", path=path)
+            if not _is_number(value) or not math.isfinite(value):
+                raise ConfigError(
+                    f"'bound.{key}' must be a finite number, got {_short(value)}", path=path
+                )
             values[key] = float(value)
     return _check_bound(BoundSpec(**values), path)
 
@@ -454,7 +569,7 @@ def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
     if not 0 < bound.delta < 1:
         raise ConfigError(f"'bound.delta' must lie in (0, 1), got {bound.delta}", path=path)
     shares = bound.delta_shares
-    if any(not (isinstance(v, int | float) and v > 0) for v in shares.values()):
+    if any(not (_is_number(v) and math.isfinite(v) and v > 0) for v in shares.values()):
         raise ConfigError("every 'bound.delta_shares' value must be a positive number", path=path)
     if not math.isclose(sum(shares.values()), 1.0, rel_tol=0, abs_tol=1e-9):
         raise ConfigError(
@@ -464,9 +579,11 @@ def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
     checks = {
         "rho0": bound.rho0 > 0,
         "bias_const": bound.bias_const > 0,
-        "n_draws": bound.n_draws >= 1,
-        "batch_size": bound.batch_size >= 1,
-        "encoder_candidates": bound.encoder_candidates >= 1,
+        "n_draws": 1 <= bound.n_draws <= MAX_N_DRAWS,
+        "batch_size": 1 <= bound.batch_size <= MAX_BATCH_SIZE,
+        "encoder_candidates": 1 <= bound.encoder_candidates <= MAX_ENCODER_CANDIDATES,
+        "seed": 0 <= bound.seed <= MAX_SEED,
+        "split_seed": 0 <= bound.split_seed <= MAX_SEED,
         "n1_fraction": 0 < bound.n1_fraction < 1,
         "metric_eps": bound.metric_eps > 0,
         "prior_lam": bound.prior_lam > 0,
@@ -474,5 +591,11 @@ def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
     }
     for key, ok in checks.items():
         if not ok:
-            raise ConfigError(f"'bound.{key}' is out of range: {getattr(bound, key)!r}", path=path)
+            value = _short(getattr(bound, key))
+            raise ConfigError(f"'bound.{key}' is out of range: {value}", path=path)
     return bound
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."

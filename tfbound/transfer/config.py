@@ -55,6 +55,7 @@ from tfbound.config import (
 from tfbound.errors import ConfigError
 from tfbound.measures.transfer_fit import DEFAULT_BETA_GRID
 from tfbound.paths import relative_path
+from tfbound.yaml_input import read_yaml_file
 
 TRANSFER_FILENAME = "transfer.yaml"
 DEFAULT_SCALES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -208,9 +209,9 @@ def load_transfer_config(
     """Read a transfer config (see the module docstring); extra checkpoint roots are appended."""
     p = resolve_transfer_path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid YAML: {exc}".splitlines()[0], path=p) from exc
+        raw = read_yaml_file(p)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise ConfigError(_first_line(f"not valid YAML: {exc}"), path=p) from exc
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping", path=p)
     section = raw.get("transfer", {})
@@ -538,3 +539,8 @@ __all__ = [
     "parse_transfer_section",
     "resolve_transfer_path",
 ]
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
