@@ -158,6 +158,7 @@ DELTA_A = DELTA_B = 0.025  # delta = 0.05 in all
 RL_MAX_VIOLATIONS = 21  # the 0.999 quantile of Bin(200, 0.05)
 
 
+@pytest.mark.slow
 def test_random_label_control_disagreement() -> None:
     """Fair-coin labels independent of the inputs (every head has error 1/2), ``d > n`` so the
     user's head interpolates S. The correct pipeline uses the prior head fitted on S1; the

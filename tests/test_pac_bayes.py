@@ -365,6 +365,7 @@ def leaky_deterministic_bound(
     return det.bound
 
 
+@pytest.mark.slow
 def test_random_label_control_pac_bayes() -> None:
     correct = leaky = 0
     with single_threaded():
