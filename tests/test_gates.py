@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import write_pipeline
+from tests.tolerances import FLOAT64_EXACT
 from tfbound.config import load_config
 from tfbound.errors import ConfigError, InputError, UsageError
 from tfbound.gates import (
@@ -67,7 +68,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 def test_parse_conditions(text: str, op: Op, number: float, mode: Mode) -> None:
     gate = parse_gate("certified_test_error_bound", text)
     assert (gate.op, gate.mode) == (op, mode)
-    assert gate.number == pytest.approx(number, rel=1e-15)
+    assert gate.number == pytest.approx(number, rel=FLOAT64_EXACT)
     assert gate.target == TermTarget("certified_test_error_bound")
     assert gate.expression == text
 

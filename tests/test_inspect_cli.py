@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.cli import app
 from tfbound.inspect import inspect_checkpoint
 from tfbound.render.inspect_render import inspect_json
@@ -65,10 +66,10 @@ def test_table_json_and_markdown(ckpt: Path, tmp_path: Path) -> None:
     row = {r["name"]: r for r in body["layers"]}["fc1"]
     w = _mlp_state(0)["fc1.weight"].double()
     assert row["spectral_norm"]["value"] == pytest.approx(
-        float(torch.linalg.svdvals(w)[0]), rel=1e-9
+        float(torch.linalg.svdvals(w)[0]), rel=FLOAT64_SOLVER
     )
     assert row["spectral_norm"]["status"] == "certified"
-    assert row["frobenius_norm"]["value"] == pytest.approx(float(w.norm()), rel=1e-12)
+    assert row["frobenius_norm"]["value"] == pytest.approx(float(w.norm()), rel=FLOAT64_EXACT)
     j, m = tmp_path / "i.json", tmp_path / "i.md"
     code, out, _ = run(
         "inspect", str(ckpt), "-q", "-f", "markdown", "--json", str(j), "--markdown", str(m)
@@ -146,7 +147,7 @@ def test_weights_only_pt_and_config(tmp_path: Path) -> None:
 
     w = load_file(str(CE_MLP / "encoder.safetensors"))["net.0.weight"].astype(np.float64)
     assert body["layers"][0]["spectral_norm"]["value"] == pytest.approx(
-        float(np.linalg.svd(w, compute_uv=False)[0]), rel=1e-9
+        float(np.linalg.svd(w, compute_uv=False)[0]), rel=FLOAT64_SOLVER
     )
     product = np.prod([r["spectral_norm"]["value"] for r in body["layers"]])
     assert body["totals"]["spectral_norm_product"]["value"] == pytest.approx(product)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import tfbound
+from tests.tolerances import FLOAT32_REFIT
 from tfbound.cli import app
 from tfbound.config import load_config
 from tfbound.models import MLPEncoder, ViTEncoder
@@ -136,7 +137,7 @@ def test_linear_head_fit_separates_separable_data():
 
 
 @pytest.mark.parametrize("name", ["ce_mlp", "mae_vit"])
-def test_shipped_head_is_refitted_bit_for_bit(name: str):
+def test_shipped_head_is_refitted_to_float32_tolerance(name: str):
     cfg = load_config(SAMPLES / name)
     from tfbound.models.build import build_module
 
@@ -147,7 +148,11 @@ def test_shipped_head_is_refitted_bit_for_bit(name: str):
             torch.from_numpy(raw["downstream_train_y"]),
         )
     head = fit_linear_head(features(encoder, x), y, lam=1e-3)
-    assert _same(_state(head), load_file(str(SAMPLES / name / "head.safetensors")))
+    shipped = load_file(str(SAMPLES / name / "head.safetensors"))  # made on another machine
+    refit = _state(head)
+    assert refit.keys() == shipped.keys()
+    for k in refit:
+        torch.testing.assert_close(refit[k], shipped[k], rtol=FLOAT32_REFIT, atol=FLOAT32_REFIT)
 
 
 def test_checkpoint_index_lists_two_seeds_of_both_pipelines():
