@@ -103,3 +103,17 @@ def write_pipeline(
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
     return write_pipeline(tmp_path / "tiny")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the golden files under tests/golden/ from the current renderers",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
