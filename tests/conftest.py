@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from tests.helpers import single_threaded
 from tfbound.models import MLP, LinearHead, MLPEncoder, MLPHead
 
 
@@ -117,3 +119,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny dense problems on one thread: faster, and immune to a busy machine (restored after).
+    A test file opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    with single_threaded():
+        yield

@@ -4,7 +4,6 @@ the kinds read off names and modules, and skipped parameters."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -28,14 +27,7 @@ from tfbound.measures.conv import fold_batchnorm
 from tfbound.measures.norms import l21_norm, spectral_norm
 from tfbound.models import ViTEncoder
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _seeded_mha(d: int = 8, heads: int = 2, seed: int = 0) -> nn.MultiheadAttention:

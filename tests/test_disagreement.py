@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import gaussian_task, single_threaded
 from tests.tolerances import FLOAT64_SOLVER
 from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
 from tfbound.bounds.split import augment_features, fit_prior_probe, split_indices
 from tfbound.errors import DataError
 from tfbound.measures.binomial import clopper_pearson_lower, clopper_pearson_upper
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Small dense problems run much faster on one BLAS thread on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # optional: only a speed-up
-            yield
-        else:
-            with threadpool_limits(limits=1):
-                yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def gaussian_task(n: int, d: int, seed: int, noise: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    w = np.random.default_rng(12345).normal(size=d)
-    z = rng.normal(size=(n, d)) + 0.2
-    score = z @ w / math.sqrt(d) + 0.1 + noise * rng.normal(size=n)
-    return z, np.where(score > 0, 1.0, -1.0)
-
 
 # ------------------------------------------------------------------------------- the counts
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,14 +35,7 @@ from tfbound.render.inspect_render import (
     sorted_layers,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _mlp_state(seed: int = 0) -> dict[str, torch.Tensor]:

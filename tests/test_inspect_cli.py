@@ -4,7 +4,6 @@ and its JSON read by `tfbound check` (layer gates) and `tfbound compare`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,7 @@ CE_MLP = REPO / "sample_models" / "ce_mlp"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def run(*args: str) -> tuple[int, str, str]:
