@@ -35,3 +35,13 @@ def gaussian_task(n: int, d: int, seed: int, noise: float = 0.4) -> tuple[np.nda
     z = rng.normal(size=(n, d)) + 0.2
     score = z @ w / math.sqrt(d) + 0.1 + noise * rng.normal(size=n)
     return z, np.where(score > 0, 1.0, -1.0)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``tfbound ARGS`` in-process at 200 columns: (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from tfbound.cli import app
+
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", **(env or {})})
+    return result.exit_code, result.stdout, result.stderr

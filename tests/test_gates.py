@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from tests.conftest import write_pipeline
+from tests.helpers import run_cli as run
 from tests.tolerances import FLOAT64_EXACT
 from tfbound.config import load_config
 from tfbound.errors import ConfigError, InputError, UsageError
@@ -28,20 +28,10 @@ from tfbound.gates import (
     parse_gates,
 )
 
-runner = CliRunner()
-ENV = {"COLUMNS": "200"}
-
 
 @pytest.fixture(autouse=True)
 def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    from tfbound.cli import app
-
-    result = runner.invoke(app, list(args), env={**ENV, **(env or {})})
-    return result.exit_code, result.stdout, result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
