@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from tests.helpers import single_threaded
 from tfbound.models import MLP, LinearHead, MLPEncoder, MLPHead
 
 
@@ -103,3 +105,25 @@ def write_pipeline(
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
     return write_pipeline(tmp_path / "tiny")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the golden files under tests/golden/ from the current renderers",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny dense problems on one thread: faster, and immune to a busy machine (restored after).
+    A test file opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    with single_threaded():
+        yield

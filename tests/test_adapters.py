@@ -4,13 +4,13 @@ the kinds read off names and modules, and skipped parameters."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.adapters import (
     MODULE_HANDLERS,
     TensorInfo,
@@ -27,16 +27,7 @@ from tfbound.measures.conv import fold_batchnorm
 from tfbound.measures.norms import l21_norm, spectral_norm
 from tfbound.models import ViTEncoder
 
-EXACT_RTOL = 1e-9
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _seeded_mha(d: int = 8, heads: int = 2, seed: int = 0) -> nn.MultiheadAttention:
@@ -66,7 +57,7 @@ def test_qk_product_gives_the_logits_of_torch_attention() -> None:
         # x_i^T QK_h x_j + (Wk_h^T bq_h) . x_j
         logits = x[0] @ qk @ x[0].T + (x[0] @ (wk[hs].T @ bq[hs])).unsqueeze(0)
         expected = torch.softmax(logits / math.sqrt(dh), dim=-1)
-        torch.testing.assert_close(attn[0, h], expected, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(attn[0, h], expected, rtol=FLOAT64_SOLVER, atol=FLOAT64_EXACT)
         # the common bug: Wq_h Wk_h^T is a different (d_head x d_head) matrix
         wrong = wq[hs] @ wk[hs].T
         assert wrong.shape == (dh, dh)
@@ -88,7 +79,7 @@ def test_vo_product_gives_the_output_of_torch_attention() -> None:
         hs = slice(h * dh, (h + 1) * dh)
         mixed = attn[0, h] @ x[0]  # (t, d): the head's attention average of the inputs
         expected += mixed @ vo.T + wo[:, hs] @ bv[hs]
-    torch.testing.assert_close(out[0], expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out[0], expected, rtol=FLOAT64_SOLVER, atol=FLOAT64_EXACT)
 
 
 def _direct_head_norms(
@@ -105,10 +96,10 @@ def _check_heads(result_heads: list, direct: list, block: str) -> None:
     assert len(rows) == len(direct)
     for row, (qs, ql, vs, vl) in zip(rows, direct, strict=True):
         assert row.qk_spectral_norm.status == "certified"
-        assert row.qk_spectral_norm.value == pytest.approx(qs, rel=EXACT_RTOL)
-        assert row.qk_l21_norm.value == pytest.approx(ql, rel=1e-12)
-        assert row.vo_spectral_norm.value == pytest.approx(vs, rel=EXACT_RTOL)
-        assert row.vo_l21_norm.value == pytest.approx(vl, rel=1e-12)
+        assert row.qk_spectral_norm.value == pytest.approx(qs, rel=FLOAT64_SOLVER)
+        assert row.qk_l21_norm.value == pytest.approx(ql, rel=FLOAT64_EXACT)
+        assert row.vo_spectral_norm.value == pytest.approx(vs, rel=FLOAT64_SOLVER)
+        assert row.vo_l21_norm.value == pytest.approx(vl, rel=FLOAT64_EXACT)
 
 
 def test_torch_mha_module_and_bare_state_dict() -> None:
@@ -244,7 +235,7 @@ def test_batchnorm_folded_when_the_module_is_known() -> None:
     assert row.spectral_norm is not None and row.frobenius_norm is not None
     assert row.spectral_norm.status == "certified"
     assert row.spectral_norm.value >= float(torch.linalg.svdvals(op)[0]) * (1 - 1e-12)
-    assert row.frobenius_norm.value == pytest.approx(float(op.norm()), rel=EXACT_RTOL)
+    assert row.frobenius_norm.value == pytest.approx(float(op.norm()), rel=FLOAT64_SOLVER)
     # without the input size: reshaped-kernel proxies of the folded kernel
     proxy = inspect_module(model).layers[0]
     assert proxy.spectral_norm is not None and proxy.spectral_norm.status == "proxy"
@@ -389,7 +380,9 @@ def test_conv1d_module_operator_norm_with_example_input() -> None:
         op = F.conv1d(F.pad(basis, (1, 1), mode="circular"), model[0].weight).reshape(18, -1).T
     assert row.spectral_norm is not None
     assert row.spectral_norm.method == "fft_circular_exact"
-    assert row.spectral_norm.value == pytest.approx(float(torch.linalg.svdvals(op)[0]), rel=1e-9)
+    assert row.spectral_norm.value == pytest.approx(
+        float(torch.linalg.svdvals(op)[0]), rel=FLOAT64_SOLVER
+    )
     assert "input size (9,)" in row.note
 
 

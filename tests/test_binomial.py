@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_FLAT_ROOT, FLOAT64_SOLVER, FLOAT64_UNDERFLOW
 from tfbound.measures.binomial import (
     binomial_cdf,
     clopper_pearson_lower,
@@ -25,15 +26,15 @@ def test_kl_inv_at_q_zero_is_one_minus_exp_minus_c(c: float) -> None:
     # kl(0 || p) = -log(1 - p), so the inversion is exact in closed form.
     expected = 1.0 - math.exp(-c)
     got = kl_inv(0.0, c)
-    assert got >= expected - 1e-15
-    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert got >= expected - FLOAT64_EXACT
+    assert got == pytest.approx(expected, rel=FLOAT64_EXACT, abs=FLOAT64_EXACT)
 
 
 @pytest.mark.parametrize("q", [0.0, 1e-6, 0.1, 0.3, 0.5, 0.9, 1 - 1e-9, 1.0])
 def test_kl_inv_at_c_zero_is_q(q: float) -> None:
     got = kl_inv(q, 0.0)
     assert got >= q
-    assert got == pytest.approx(q, abs=1e-8)  # kl is flat at p = q: float rounding of kl
+    assert got == pytest.approx(q, abs=FLOAT64_FLAT_ROOT)  # kl is flat at p = q
 
 
 @pytest.mark.parametrize("q", [1 - 1e-3, 1 - 1e-6, 1 - 1e-12])
@@ -43,13 +44,13 @@ def test_kl_inv_near_q_one(q: float) -> None:
         assert q <= got <= 1.0
         # kl(q || 1) is infinite for q < 1: the inversion stays below 1 with kl at the level c.
         if got < 1.0:
-            assert kl_bernoulli(q, got) >= c * (1 - 1e-9) or got - q < 1e-12
+            assert kl_bernoulli(q, got) >= c * (1 - FLOAT64_SOLVER) or got - q < FLOAT64_EXACT
     assert kl_inv(1.0, 0.5) == 1.0
 
 
 @pytest.mark.parametrize("q", [0.0, 0.2, 0.5, 0.99])
 def test_kl_inv_large_c_gives_one(q: float) -> None:
-    assert kl_inv(q, 50.0) == pytest.approx(1.0, abs=1e-20)
+    assert kl_inv(q, 50.0) == 1.0  # exactly: the inversion saturates
     assert kl_inv(q, 1e6) == 1.0
 
 
@@ -59,7 +60,7 @@ def test_kl_inv_is_the_upper_end_of_the_level_set() -> None:
             p = kl_inv(q, c)
             assert p >= q
             if p < 1.0:
-                assert kl_bernoulli(q, p) >= c * (1 - 1e-9)  # at or just past the level
+                assert kl_bernoulli(q, p) >= c * (1 - FLOAT64_SOLVER)  # at or just past the level
                 assert kl_bernoulli(q, p - 1e-9) <= c * (1 + 1e-6)
 
 
@@ -114,7 +115,7 @@ def test_maurer_exponential_moment_equals_xi(n: int) -> None:
             )
             for k in range(n + 1)
         )
-        assert moment == pytest.approx(xi(n), rel=1e-9)
+        assert moment == pytest.approx(xi(n), rel=FLOAT64_SOLVER)
 
 
 # ------------------------------------------------------------------------------------------ xi
@@ -128,7 +129,7 @@ def test_xi_at_most_two_sqrt_n() -> None:
 def test_xi_against_a_direct_float_sum() -> None:
     for n in range(1, 41):
         direct = sum(math.comb(n, k) * (k / n) ** k * (1 - k / n) ** (n - k) for k in range(n + 1))
-        assert xi(n) == pytest.approx(direct, rel=1e-12)
+        assert xi(n) == pytest.approx(direct, rel=FLOAT64_EXACT)
     assert xi(1) == pytest.approx(2.0)
     assert xi(2) == pytest.approx(2.5)
 
@@ -152,8 +153,8 @@ def test_clopper_pearson_against_scipy_beta(k: int, m: int, delta: float) -> Non
     lower = clopper_pearson_lower(k, m, delta)
     ref_upper = 1.0 if k == m else float(stats.beta.ppf(1 - delta, k + 1, m - k))
     ref_lower = 0.0 if k == 0 else float(stats.beta.ppf(delta, k, m - k + 1))
-    assert upper == pytest.approx(ref_upper, rel=1e-9, abs=1e-12)
-    assert lower == pytest.approx(ref_lower, rel=1e-9, abs=1e-12)
+    assert upper == pytest.approx(ref_upper, rel=FLOAT64_SOLVER, abs=FLOAT64_EXACT)
+    assert lower == pytest.approx(ref_lower, rel=FLOAT64_SOLVER, abs=FLOAT64_EXACT)
     assert lower <= k / m <= upper
 
 
@@ -172,4 +173,6 @@ def test_binomial_cdf_against_scipy() -> None:
             for k in sorted({0, 1, m // 3, m - 1, m}):
                 if 0 <= k <= m:
                     ref = float(stats.binom.cdf(k, m, p))
-                    assert binomial_cdf(k, m, p) == pytest.approx(ref, rel=1e-10, abs=1e-300)
+                    assert binomial_cdf(k, m, p) == pytest.approx(
+                        ref, rel=FLOAT64_SOLVER, abs=FLOAT64_UNDERFLOW
+                    )

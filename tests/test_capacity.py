@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tests.conftest import write_pipeline
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER, ITERATIVE
 from tfbound.adapters.chain import activation_of, mlp_chain
 from tfbound.bounds.budget import DeltaBudget
 from tfbound.config import load_config
@@ -44,12 +44,7 @@ RELU = activation_of(nn.ReLU())
 assert RELU is not None
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _augmented_forward(mats: list[torch.Tensor], x: torch.Tensor, c: float, act: Any) -> Any:
@@ -75,7 +70,7 @@ def test_augmented_network_computes_head_o_encoder(act: str) -> None:
     fn = nn.functional.relu if act == "relu" else nn.functional.leaky_relu
     got = _augmented_forward(mats, x, 0.7, fn)
     with torch.no_grad():
-        torch.testing.assert_close(got[:, 0], head(enc(x)), rtol=0, atol=1e-12)
+        torch.testing.assert_close(got[:, 0], head(enc(x)), rtol=0, atol=FLOAT64_EXACT)
     assert [tuple(a.shape) for a in mats] == [(8, 6), (7, 8), (5, 7), (4, 5), (1, 4)]
 
 
@@ -134,7 +129,9 @@ def test_spectral_complexity_closed_form() -> None:
 
 def test_feature_norm_bound_hand_built_and_above_every_output() -> None:
     w = Affine("a", 2.0 * torch.eye(2, dtype=torch.float64), torch.tensor([3.0, 4.0]), RELU)
-    assert feature_norm_bound([w], 1.5) == pytest.approx([(2 * 1.5 + 5) * ROUNDING], rel=1e-9)
+    assert feature_norm_bound([w], 1.5) == pytest.approx(
+        [(2 * 1.5 + 5) * ROUNDING], rel=FLOAT64_SOLVER
+    )
     torch.manual_seed(1)
     enc = MLPEncoder(6, [9], 5).double()
     chain = mlp_chain(enc)
@@ -163,11 +160,11 @@ def test_layernorm_bound_holds_and_is_nearly_tight() -> None:
     gain = torch.zeros(d, dtype=torch.float64)
     gain[0] = 2.0
     bound = layernorm_output_bound(gain, None)
-    assert bound == pytest.approx(2 * math.sqrt(d - 1), rel=1e-9)
+    assert bound == pytest.approx(2 * math.sqrt(d - 1), rel=FLOAT64_SOLVER)
     e1 = torch.zeros(1, d, dtype=torch.float64)
     e1[0, 0] = 1.0
     out = nn.functional.layer_norm(e1, (d,), gain, None, eps=1e-12)
-    assert float(out.norm()) == pytest.approx(bound, rel=1e-9)
+    assert float(out.norm()) == pytest.approx(bound, rel=FLOAT64_SOLVER)
 
 
 def _report(path: Path, **bound: Any) -> dict[str, Any]:
@@ -231,13 +228,13 @@ def test_ce_mlp_report_terms_statuses_and_pretext_certificate() -> None:
     rhat = (math.sqrt(2 * math.log(2) * 4) + 1) * d_out * 2.0 ** (k - 1) * math.sqrt(s_x) / n
     det = terms["pretext_risk_bound"]["details"]
     assert det["k"] == k and det["n_pretrain"] == n and det["output_dim"] == d_out
-    assert terms["pretext_rademacher_vec"]["value"] == pytest.approx(rhat, rel=1e-6)
+    assert terms["pretext_rademacher_vec"]["value"] == pytest.approx(rhat, rel=ITERATIVE)
     complexity = 2 * math.sqrt(2) * (2 / math.sqrt(d_out)) * rhat
     conf = 3 * math.sqrt(
         math.log(2 * k * (k + 1) / report["deltas"]["pretext_certificate"]) / (2 * n)
     )
     total = terms["pretext_empirical_risk"]["value"] + complexity + conf
-    assert terms["pretext_risk_bound"]["value"] == pytest.approx(total, rel=1e-6)
+    assert terms["pretext_risk_bound"]["value"] == pytest.approx(total, rel=ITERATIVE)
     assert terms["pretext_risk_bound"]["confidence"] == pytest.approx(
         1 - report["deltas"]["pretext_certificate"]
     )
@@ -283,15 +280,15 @@ def test_mlp_head_terms_reference_the_path_norm_route(tmp_path: Path) -> None:
     head = load_np(str(path.parent / "head.safetensors"))
     a = np.abs(head["fc2.weight"]).sum()
     b = np.sqrt((head["fc1.weight"] ** 2).sum(1) + head["fc1.bias"] ** 2).max()
-    assert term["details"]["v_l1_norm"] == pytest.approx(a, rel=1e-6)
-    assert term["details"]["max_row_norm"] == pytest.approx(b, rel=1e-6)
+    assert term["details"]["v_l1_norm"] == pytest.approx(a, rel=ITERATIVE)
+    assert term["details"]["max_row_norm"] == pytest.approx(b, rel=ITERATIVE)
     det = term["details"]
     n, u = det["n"], det["u_sigma"]
     expected = (
         2 * 1.129 * det["v_l1_norm"] * det["max_row_norm"] * u
         + det["output_bias_abs"] * math.sqrt(n)
     ) / n
-    assert term["value"] == pytest.approx(expected, rel=1e-12)
+    assert term["value"] == pytest.approx(expected, rel=FLOAT64_EXACT)
     # U_sigma within the Khintchine-Jensen sandwich of sum ||z'_i||^2, features in numpy
     enc = load_np(str(path.parent / "encoder.safetensors"))
     z = np.load(path.parent / "data.npz")["train_x"].astype(np.float64)
@@ -366,11 +363,11 @@ def test_finetuned_mlp_encoder_route(tmp_path: Path) -> None:
         for k in range(1, 60)
         for rho in [1e-3 * 2.0 ** (k - 1)]
     )
-    assert ft["value"] == pytest.approx(best, rel=1e-5)
+    assert ft["value"] == pytest.approx(best, rel=ITERATIVE)
     dist = math.sqrt(
         sum(float(((enc[k] - pre[k]) ** 2).sum()) for k in enc if k.endswith("weight"))
     )
-    assert terms["encoder_distance_to_reference"]["value"] == pytest.approx(dist, rel=1e-6)
+    assert terms["encoder_distance_to_reference"]["value"] == pytest.approx(dist, rel=ITERATIVE)
     assert any("shown as diagnostic" in w for w in report["warnings"])
 
 

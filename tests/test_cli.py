@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from tests.conftest import write_pipeline
+from tests.tolerances import FLOAT64_EXACT
 from tfbound.cli import app
 from tfbound.report import report_schema
 
@@ -40,7 +41,7 @@ def test_estimate_json_matches_schema_and_is_deterministic(tiny: Path, tmp_path:
     assert code2 == 0 and out2 == out
     bound = report["bounds"]["certified_test_error_bound"]
     parts = [report["terms"][k]["value"] for k in bound["components"]]
-    assert bound["value"] == pytest.approx(sum(parts), rel=1e-12)
+    assert bound["value"] == pytest.approx(sum(parts), rel=FLOAT64_EXACT)
     assert all(report["terms"][k]["status"] == "certified" for k in bound["components"])
     assert sum(v for k, v in report["deltas"].items() if k != "delta") == pytest.approx(
         report["deltas"]["delta"]

@@ -10,27 +10,17 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 from tests.conftest import write_pipeline
+from tests.helpers import run_cli as run
 from tfbound.compare import compare_reports, read_report
 from tfbound.errors import InputError
 from tfbound.report import SCHEMA_VERSION
-
-runner = CliRunner()
-ENV = {"COLUMNS": "200"}
 
 
 @pytest.fixture(autouse=True)
 def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    from tfbound.cli import app
-
-    result = runner.invoke(app, list(args), env={**ENV, **(env or {})})
-    return result.exit_code, result.stdout, result.stderr
 
 
 def term(key: str, value: float | None, status: str = "certified") -> dict[str, Any]:

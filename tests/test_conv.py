@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
 
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.measures.conv import (
     conv_geometry,
     conv_module_norms,
@@ -18,16 +17,7 @@ from tfbound.measures.conv import (
 )
 from tfbound.measures.norms import spectral_norm
 
-EXACT_RTOL = 1e-9
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _conv(
@@ -75,9 +65,9 @@ def test_circular_stride1_same_size_is_exact(
     out = conv_module_norms(conv, n)
     assert out.exact and out.spectral_norm.status == "certified"
     assert out.spectral_norm.method == "fft_circular_exact"
-    assert out.spectral_norm.value == pytest.approx(spec, rel=EXACT_RTOL)
-    assert out.frobenius_norm.value == pytest.approx(fro, rel=EXACT_RTOL)
-    assert out.l21_norm.value == pytest.approx(l21, rel=EXACT_RTOL)
+    assert out.spectral_norm.value == pytest.approx(spec, rel=FLOAT64_SOLVER)
+    assert out.frobenius_norm.value == pytest.approx(fro, rel=FLOAT64_SOLVER)
+    assert out.l21_norm.value == pytest.approx(l21, rel=FLOAT64_SOLVER)
 
 
 def _sweep() -> list[tuple[int, int, int, int, int, int, int, str, int]]:
@@ -124,18 +114,18 @@ def test_bound_is_at_least_the_true_norm_and_rows_are_exact(
     assert out.spectral_norm.status == "certified"
     assert out.spectral_norm.value >= spec * (1 - 1e-12)
     if out.exact:
-        assert out.spectral_norm.value == pytest.approx(spec, rel=EXACT_RTOL)
+        assert out.spectral_norm.value == pytest.approx(spec, rel=FLOAT64_SOLVER)
     # Frobenius and (2,1) norms of the full operator are exact in every geometry
-    assert out.frobenius_norm.value == pytest.approx(fro, rel=EXACT_RTOL)
-    assert out.l21_norm.value == pytest.approx(l21, rel=EXACT_RTOL)
+    assert out.frobenius_norm.value == pytest.approx(fro, rel=FLOAT64_SOLVER)
+    assert out.l21_norm.value == pytest.approx(l21, rel=FLOAT64_SOLVER)
     if mode == "circular":
         return  # taps that wrap onto each other can exceed the simple values below
     # and below the spec's simple upper values (zero padding)
     p_out = out.geometry.n_output_positions
     kernel = conv.weight.detach()
-    assert out.frobenius_norm.value <= (p_out**0.5) * float(kernel.norm()) * (1 + 1e-12)
+    assert out.frobenius_norm.value <= (p_out**0.5) * float(kernel.norm()) * (1 + FLOAT64_EXACT)
     per_out = float(kernel.reshape(kernel.shape[0], -1).norm(dim=1).sum())
-    assert out.l21_norm.value <= p_out * per_out * (1 + 1e-12)
+    assert out.l21_norm.value <= p_out * per_out * (1 + FLOAT64_EXACT)
 
 
 def test_zero_padding_grid_is_large_enough() -> None:
@@ -154,7 +144,7 @@ def test_one_by_one_conv_is_the_channel_matrix() -> None:
     conv = _conv(2, 3, 4, 1, seed=8)
     w = conv.weight.detach().reshape(4, 3)
     out = conv_module_norms(conv, 5)
-    assert out.spectral_norm.value == pytest.approx(spectral_norm(w), rel=EXACT_RTOL)
+    assert out.spectral_norm.value == pytest.approx(spectral_norm(w), rel=FLOAT64_SOLVER)
     assert reshaped_kernel_spectral_norm(conv.weight).value == pytest.approx(spectral_norm(w))
 
 
@@ -194,7 +184,7 @@ def test_same_padding_even_kernel_matches_torch() -> None:
     spec, fro, _ = _truth(conv, 2, (5, 5))
     out = conv_module_norms(conv, 5)
     assert out.spectral_norm.value >= spec
-    assert out.frobenius_norm.value == pytest.approx(fro, rel=EXACT_RTOL)
+    assert out.frobenius_norm.value == pytest.approx(fro, rel=FLOAT64_SOLVER)
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -223,7 +213,7 @@ def test_fold_batchnorm_conv_matches_eval_forward(affine: bool) -> None:
         eps=bn.eps,
     )
     got = torch.nn.functional.conv2d(x, w, b, padding=1)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, expected, rtol=FLOAT64_EXACT, atol=FLOAT64_EXACT)
 
 
 def test_fold_batchnorm_linear_without_bias() -> None:
@@ -241,7 +231,7 @@ def test_fold_batchnorm_linear_without_bias() -> None:
         lin.weight, None, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.eps
     )
     with torch.no_grad():
-        torch.testing.assert_close(x @ w.T + b, bn(lin(x)), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(x @ w.T + b, bn(lin(x)), rtol=FLOAT64_EXACT, atol=FLOAT64_EXACT)
     with pytest.raises(ValueError, match="running_mean"):
         fold_batchnorm(lin.weight, None, torch.zeros(4), torch.ones(3), None, None)
     with pytest.raises(ValueError, match="running_var"):

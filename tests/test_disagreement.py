@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import gaussian_task, single_threaded
+from tests.tolerances import FLOAT64_SOLVER
 from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
 from tfbound.bounds.split import augment_features, fit_prior_probe, split_indices
 from tfbound.errors import DataError
 from tfbound.measures.binomial import clopper_pearson_lower, clopper_pearson_upper
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Small dense problems run much faster on one BLAS thread on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # optional: only a speed-up
-            yield
-        else:
-            with threadpool_limits(limits=1):
-                yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def gaussian_task(n: int, d: int, seed: int, noise: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    w = np.random.default_rng(12345).normal(size=d)
-    z = rng.normal(size=(n, d)) + 0.2
-    score = z @ w / math.sqrt(d) + 0.1 + noise * rng.normal(size=n)
-    return z, np.where(score > 0, 1.0, -1.0)
-
 
 # ------------------------------------------------------------------------------- the counts
 
@@ -72,7 +44,7 @@ def test_identical_heads_pay_only_the_hold_out_term() -> None:
         z[300:], y[300:], pool, 4.0 * w, w, bias_const=1.0, delta_a=0.025, delta_b=0.025
     )
     assert res.disagreements == 0
-    assert res.disagreement_upper == pytest.approx(1 - 0.025 ** (1 / 3000), rel=1e-9)
+    assert res.disagreement_upper == pytest.approx(1 - 0.025 ** (1 / 3000), rel=FLOAT64_SOLVER)
     errors = int(np.sum(y[300:] * (augment_features(z[300:], 1.0) @ w) <= 0))
     assert res.prior_errors == errors
     assert res.bound == pytest.approx(
@@ -158,6 +130,7 @@ DELTA_A = DELTA_B = 0.025  # delta = 0.05 in all
 RL_MAX_VIOLATIONS = 21  # the 0.999 quantile of Bin(200, 0.05)
 
 
+@pytest.mark.slow
 def test_random_label_control_disagreement() -> None:
     """Fair-coin labels independent of the inputs (every head has error 1/2), ``d > n`` so the
     user's head interpolates S. The correct pipeline uses the prior head fitted on S1; the

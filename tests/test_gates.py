@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from tests.conftest import write_pipeline
+from tests.helpers import run_cli as run
+from tests.tolerances import FLOAT64_EXACT
 from tfbound.config import load_config
 from tfbound.errors import ConfigError, InputError, UsageError
 from tfbound.gates import (
@@ -27,20 +28,10 @@ from tfbound.gates import (
     parse_gates,
 )
 
-runner = CliRunner()
-ENV = {"COLUMNS": "200"}
-
 
 @pytest.fixture(autouse=True)
 def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    from tfbound.cli import app
-
-    result = runner.invoke(app, list(args), env={**ENV, **(env or {})})
-    return result.exit_code, result.stdout, result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +58,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 def test_parse_conditions(text: str, op: Op, number: float, mode: Mode) -> None:
     gate = parse_gate("certified_test_error_bound", text)
     assert (gate.op, gate.mode) == (op, mode)
-    assert gate.number == pytest.approx(number, rel=1e-15)
+    assert gate.number == pytest.approx(number, rel=FLOAT64_EXACT)
     assert gate.target == TermTarget("certified_test_error_bound")
     assert gate.expression == text
 

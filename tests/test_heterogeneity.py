@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 import tfbound.measures.heterogeneity as het
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.config import load_config
 from tfbound.io.datasets import load_inputs, load_labeled
 from tfbound.measures.heterogeneity import (
@@ -43,7 +44,9 @@ def test_mmd2_matches_the_u_statistic_by_brute_force() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(23, 3)), rng.normal(0.3, 1.2, size=(31, 3))
     est = mmd2_unbiased(x, y, n_permutations=30, seed=1)
-    assert est.mmd2 == pytest.approx(_mmd2_brute(x, y, est.bandwidth), rel=1e-10, abs=1e-12)
+    assert est.mmd2 == pytest.approx(
+        _mmd2_brute(x, y, est.bandwidth), rel=FLOAT64_SOLVER, abs=FLOAT64_EXACT
+    )
     assert est.p_value == pytest.approx((1 + est.n_exceed) / 31)
     assert (est.m, est.n) == (23, 31)
 
@@ -54,7 +57,7 @@ def test_mmd2_blocks_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -
     whole = mmd2_unbiased(x, y, n_permutations=50, seed=3)
     monkeypatch.setattr(het, "_KERNEL_BLOCK_ELEMENTS", 7 * 75)  # blocks of 7 rows
     blocked = mmd2_unbiased(x, y, n_permutations=50, seed=3)
-    assert blocked.mmd2 == pytest.approx(whole.mmd2, rel=1e-12, abs=1e-14)
+    assert blocked.mmd2 == pytest.approx(whole.mmd2, rel=FLOAT64_EXACT, abs=FLOAT64_EXACT)
     assert blocked.n_exceed == whole.n_exceed
 
 
@@ -64,7 +67,9 @@ def test_median_bandwidth_is_the_median_pairwise_distance() -> None:
     d = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
     iu = np.triu_indices(30, 1)
     # torch's median of an even count is the lower of the two middle values
-    assert median_bandwidth(z) == pytest.approx(np.sort(d[iu])[(len(iu[0]) - 1) // 2], rel=1e-12)
+    assert median_bandwidth(z) == pytest.approx(
+        np.sort(d[iu])[(len(iu[0]) - 1) // 2], rel=FLOAT64_EXACT
+    )
 
 
 def test_mmd2_null_mean_zero_and_uniform_p_values() -> None:

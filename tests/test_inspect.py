@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from rich.console import Console
 from safetensors.torch import save_file
 from torch import nn
 
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.adapters import HeadRow, LayerRow, Skipped, qk_products, vo_products
 from tfbound.errors import CheckpointError, InputError, UsageError
 from tfbound.inspect import (
@@ -35,16 +35,7 @@ from tfbound.render.inspect_render import (
     sorted_layers,
 )
 
-EXACT_RTOL = 1e-9
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _mlp_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -85,7 +76,7 @@ def test_rows_and_totals_add_up() -> None:
         assert r.kind == "linear"
         assert r.spectral_norm is not None and r.frobenius_norm is not None
         assert r.spectral_norm.value == pytest.approx(
-            float(torch.linalg.svdvals(w.double())[0]), rel=EXACT_RTOL
+            float(torch.linalg.svdvals(w.double())[0]), rel=FLOAT64_SOLVER
         )
         assert r.bias_norm == pytest.approx(float(state[f"{r.name}.bias"].double().norm()))
     t = res.totals
@@ -111,7 +102,7 @@ def test_reference_distances_and_mismatches() -> None:
     for r in res.layers:
         d = state[f"{r.name}.weight"].double() - ref[f"{r.name}.weight"].double()
         assert r.distance_to_reference is not None and r.l21_distance_to_reference is not None
-        assert r.distance_to_reference.value == pytest.approx(float(d.norm()), rel=1e-12)
+        assert r.distance_to_reference.value == pytest.approx(float(d.norm()), rel=FLOAT64_EXACT)
         assert r.l21_distance_to_reference.value == pytest.approx(float(d.norm(dim=1).sum()))
     assert res.totals.distance_to_reference_sq_total == pytest.approx(
         sum(r.distance_to_reference.value**2 for r in res.layers if r.distance_to_reference)
@@ -147,8 +138,8 @@ def test_safetensors_single_file_folder_and_config_heads(tmp_path: Path) -> None
     o = state["encoder.layer.1.attention.output.dense.weight"].double()
     rows = [h for h in res.heads if h.block == "encoder.layer.1.attention"]
     for h, qk, vo in zip(rows, qk_products(q, k, 4), vo_products(v, o, 4), strict=True):
-        assert h.qk_spectral_norm.value == pytest.approx(spectral_norm(qk), rel=EXACT_RTOL)
-        assert h.vo_spectral_norm.value == pytest.approx(spectral_norm(vo), rel=EXACT_RTOL)
+        assert h.qk_spectral_norm.value == pytest.approx(spectral_norm(qk), rel=FLOAT64_SOLVER)
+        assert h.vo_spectral_norm.value == pytest.approx(spectral_norm(vo), rel=FLOAT64_SOLVER)
 
 
 def _write_shards(state: dict[str, torch.Tensor], folder: Path, n_shards: int = 2) -> Path:
@@ -412,14 +403,14 @@ def test_minilm_checkpoint() -> None:
             w = f.get_tensor(name + ".weight").double()
             assert row.spectral_norm is not None
             assert row.spectral_norm.value == pytest.approx(
-                float(torch.linalg.svdvals(w)[0]), rel=EXACT_RTOL
+                float(torch.linalg.svdvals(w)[0]), rel=FLOAT64_SOLVER
             )
         p = "encoder.layer.0.attention."
         q, k = (f.get_tensor(p + f"self.{n}.weight").double() for n in ("query", "key"))
     qk = qk_products(q, k, 12)
     for h in range(12):
         assert res.heads[h].qk_spectral_norm.value == pytest.approx(
-            float(torch.linalg.svdvals(qk[h])[0]), rel=EXACT_RTOL
+            float(torch.linalg.svdvals(qk[h])[0]), rel=FLOAT64_SOLVER
         )
     top = max(res.layers, key=lambda r: r.spectral_norm.value if r.spectral_norm else 0.0)
     assert top.name == "embeddings.word_embeddings"

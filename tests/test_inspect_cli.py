@@ -4,7 +4,6 @@ and its JSON read by `tfbound check` (layer gates) and `tfbound compare`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.cli import app
 from tfbound.inspect import inspect_checkpoint
 from tfbound.render.inspect_render import inspect_json
@@ -23,12 +23,7 @@ CE_MLP = REPO / "sample_models" / "ce_mlp"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -65,10 +60,10 @@ def test_table_json_and_markdown(ckpt: Path, tmp_path: Path) -> None:
     row = {r["name"]: r for r in body["layers"]}["fc1"]
     w = _mlp_state(0)["fc1.weight"].double()
     assert row["spectral_norm"]["value"] == pytest.approx(
-        float(torch.linalg.svdvals(w)[0]), rel=1e-9
+        float(torch.linalg.svdvals(w)[0]), rel=FLOAT64_SOLVER
     )
     assert row["spectral_norm"]["status"] == "certified"
-    assert row["frobenius_norm"]["value"] == pytest.approx(float(w.norm()), rel=1e-12)
+    assert row["frobenius_norm"]["value"] == pytest.approx(float(w.norm()), rel=FLOAT64_EXACT)
     j, m = tmp_path / "i.json", tmp_path / "i.md"
     code, out, _ = run(
         "inspect", str(ckpt), "-q", "-f", "markdown", "--json", str(j), "--markdown", str(m)
@@ -146,7 +141,7 @@ def test_weights_only_pt_and_config(tmp_path: Path) -> None:
 
     w = load_file(str(CE_MLP / "encoder.safetensors"))["net.0.weight"].astype(np.float64)
     assert body["layers"][0]["spectral_norm"]["value"] == pytest.approx(
-        float(np.linalg.svd(w, compute_uv=False)[0]), rel=1e-9
+        float(np.linalg.svd(w, compute_uv=False)[0]), rel=FLOAT64_SOLVER
     )
     product = np.prod([r["spectral_norm"]["value"] for r in body["layers"]])
     assert body["totals"]["spectral_norm_product"]["value"] == pytest.approx(product)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tolerances import FLOAT64_EXACT
 from tfbound.adapters.chain import mlp_chain
 from tfbound.bounds.margin import ROUNDING, linear_head_norm, margin_bound, relu_path_norm
 from tfbound.measures.margin import ramp_loss
@@ -36,7 +37,7 @@ def test_hand_computed_bound() -> None:
         totals.append(emp + comp + conf)
     k_star = int(np.argmin(totals)) + 1
     assert mb.best is not None and mb.best.k == k_star
-    assert mb.total == pytest.approx(min(totals), rel=1e-12)
+    assert mb.total == pytest.approx(min(totals), rel=FLOAT64_EXACT)
     # k=1: rho=0.5 -> emp = mean(clip(1 - [0.5, -0.25, 0.125, 1])) = (0.5 + 1 + 0.875 + 0)/4.
     assert totals[0] == pytest.approx(2.375 / 4 + 0.75 + 3 * math.sqrt(math.log(40) / 8))
     assert mb.best.total == pytest.approx(
@@ -65,7 +66,7 @@ def test_head_norms() -> None:
         head.linear.weight.copy_(torch.tensor([[3.0, 0.0, 4.0]]))
         head.linear.bias.fill_(6.0)
     assert linear_head_norm(_chain(head)[0], 2.0) == pytest.approx(
-        math.sqrt(25 + 9) * ROUNDING, rel=1e-15
+        math.sqrt(25 + 9) * ROUNDING, rel=FLOAT64_EXACT
     )
     mlp = MLPHead(2, 2)
     with torch.no_grad():
@@ -75,7 +76,7 @@ def test_head_norms() -> None:
         mlp.fc2.bias.fill_(-3.0)
     # P = |2| * 5 + |-1| * sqrt(1 + (2/1)^2) + |-3| / 1
     expected = 10 + math.sqrt(5) + 3
-    assert relu_path_norm(_chain(mlp), 1.0) == pytest.approx(expected * ROUNDING, rel=1e-12)
+    assert relu_path_norm(_chain(mlp), 1.0) == pytest.approx(expected * ROUNDING, rel=FLOAT64_EXACT)
 
 
 def test_relu_path_norm_bounds_the_head_output() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER, ITERATIVE
 from tfbound.measures.norms import (
     distance_to_reference,
     frobenius_norm,
@@ -25,16 +25,7 @@ from tfbound.measures.norms import (
     weakest_status,
 )
 
-EXACT_RTOL = 1e-9  # exact paths against svdvals in float64
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Single-threaded LAPACK: fast and reproducible on a shared machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _rand(shape: tuple[int, int], seed: int, scale: float = 1.0) -> torch.Tensor:
@@ -49,33 +40,33 @@ def _svd_max(w: torch.Tensor) -> float:
 def test_diagonal_matrix_closed_forms() -> None:
     d = torch.tensor([3.0, -4.0, 1.0, 0.0], dtype=torch.float64)
     w = torch.diag(d)
-    assert spectral_norm(w) == pytest.approx(4.0, rel=1e-15)
-    assert spectral_norm_sq(w) == pytest.approx(16.0, rel=1e-15)
-    assert frobenius_norm(w) == pytest.approx(math.sqrt(26.0), rel=1e-15)
-    assert frobenius_norm_sq(w) == pytest.approx(26.0, rel=1e-15)
-    assert l21_norm(w) == pytest.approx(8.0, rel=1e-15)  # sum of |d_i|
-    assert stable_rank(w) == pytest.approx(26.0 / 16.0, rel=1e-15)
+    assert spectral_norm(w) == pytest.approx(4.0, rel=FLOAT64_EXACT)
+    assert spectral_norm_sq(w) == pytest.approx(16.0, rel=FLOAT64_EXACT)
+    assert frobenius_norm(w) == pytest.approx(math.sqrt(26.0), rel=FLOAT64_EXACT)
+    assert frobenius_norm_sq(w) == pytest.approx(26.0, rel=FLOAT64_EXACT)
+    assert l21_norm(w) == pytest.approx(8.0, rel=FLOAT64_EXACT)  # sum of |d_i|
+    assert stable_rank(w) == pytest.approx(26.0 / 16.0, rel=FLOAT64_EXACT)
 
 
 def test_rank_one_matrix_closed_forms() -> None:
     u = torch.tensor([1.0, 2.0, 2.0], dtype=torch.float64)  # ||u|| = 3
     v = torch.tensor([3.0, 4.0], dtype=torch.float64)  # ||v|| = 5
     w = torch.outer(u, v)
-    assert spectral_norm(w) == pytest.approx(15.0, rel=1e-14)
-    assert frobenius_norm(w) == pytest.approx(15.0, rel=1e-14)
-    assert stable_rank(w) == pytest.approx(1.0, rel=1e-12)
-    assert l21_norm(w) == pytest.approx(float(u.abs().sum()) * 5.0, rel=1e-14)
+    assert spectral_norm(w) == pytest.approx(15.0, rel=FLOAT64_EXACT)
+    assert frobenius_norm(w) == pytest.approx(15.0, rel=FLOAT64_EXACT)
+    assert stable_rank(w) == pytest.approx(1.0, rel=FLOAT64_EXACT)
+    assert l21_norm(w) == pytest.approx(float(u.abs().sum()) * 5.0, rel=FLOAT64_EXACT)
 
 
 def test_orthogonal_matrix_closed_forms() -> None:
     q, _ = torch.linalg.qr(_rand((7, 7), seed=3))
-    assert spectral_norm(q) == pytest.approx(1.0, rel=1e-13)
-    assert frobenius_norm(q) == pytest.approx(math.sqrt(7.0), rel=1e-13)
-    assert l21_norm(q) == pytest.approx(7.0, rel=1e-13)
-    assert stable_rank(q) == pytest.approx(7.0, rel=1e-12)
+    assert spectral_norm(q) == pytest.approx(1.0, rel=FLOAT64_EXACT)
+    assert frobenius_norm(q) == pytest.approx(math.sqrt(7.0), rel=FLOAT64_EXACT)
+    assert l21_norm(q) == pytest.approx(7.0, rel=FLOAT64_EXACT)
+    assert stable_rank(q) == pytest.approx(7.0, rel=FLOAT64_EXACT)
     # A semi-orthogonal 5 x 9 block (orthonormal rows) has all singular values 1.
     q2, _ = torch.linalg.qr(_rand((9, 5), seed=4))
-    assert spectral_norm(q2.T) == pytest.approx(1.0, rel=1e-13)
+    assert spectral_norm(q2.T) == pytest.approx(1.0, rel=FLOAT64_EXACT)
 
 
 def test_zero_and_empty_matrices() -> None:
@@ -94,7 +85,7 @@ def test_zero_and_empty_matrices() -> None:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_spectral_norm_matches_svdvals(shape: tuple[int, int], seed: int) -> None:
     w = _rand(shape, seed)
-    assert spectral_norm(w) == pytest.approx(_svd_max(w), rel=EXACT_RTOL)
+    assert spectral_norm(w) == pytest.approx(_svd_max(w), rel=FLOAT64_SOLVER)
 
 
 def _with_singular_values(s: torch.Tensor, m: int, seed: int) -> torch.Tensor:
@@ -111,7 +102,7 @@ def test_certified_lanczos_path_and_its_fallback(monkeypatch: pytest.MonkeyPatch
     out = matrix_norms(w)
     assert out.spectral_norm.method == "gram_lanczos_cholesky_certificate"
     exact = _svd_max(w)
-    assert exact * (1 - 1e-14) <= out.spectral_norm.value <= exact * (1 + 1e-12)
+    assert exact * (1 - 1e-14) <= out.spectral_norm.value <= exact * (1 + FLOAT64_EXACT)
     # a repeated top singular value, a tiny gap, and the identity (a one-step Krylov space)
     for s in (
         torch.cat([torch.full((2,), 3.0), torch.linspace(2.9, 0.1, 98)]),
@@ -119,13 +110,13 @@ def test_certified_lanczos_path_and_its_fallback(monkeypatch: pytest.MonkeyPatch
         torch.ones(100),
     ):
         w = _with_singular_values(s.to(torch.float64), 110, seed=22)
-        assert spectral_norm(w) == pytest.approx(float(s.max()), rel=EXACT_RTOL)
+        assert spectral_norm(w) == pytest.approx(float(s.max()), rel=FLOAT64_SOLVER)
     # too few Lanczos steps: the certificate fails and eigvalsh takes over, still exact
     monkeypatch.setattr(norms, "_LANCZOS_MAX_STEPS", 1)
     w = _rand((100, 100), seed=23)
     out = matrix_norms(w)
     assert out.spectral_norm.method == "gram_eigvalsh"
-    assert out.spectral_norm.value == pytest.approx(_svd_max(w), rel=EXACT_RTOL)
+    assert out.spectral_norm.value == pytest.approx(_svd_max(w), rel=FLOAT64_SOLVER)
 
 
 def test_spectral_norm_ill_conditioned_and_float32_input() -> None:
@@ -134,9 +125,9 @@ def test_spectral_norm_ill_conditioned_and_float32_input() -> None:
     v, _ = torch.linalg.qr(_rand((20, 20), seed=6))
     s = torch.logspace(0, -12, 20, dtype=torch.float64) * 7.5
     w = u[:, :20] @ torch.diag(s) @ v.T
-    assert spectral_norm(w) == pytest.approx(7.5, rel=EXACT_RTOL)
+    assert spectral_norm(w) == pytest.approx(7.5, rel=FLOAT64_SOLVER)
     w32 = _rand((50, 30), seed=7).to(torch.float32)
-    assert spectral_norm(w32) == pytest.approx(_svd_max(w32), rel=EXACT_RTOL)
+    assert spectral_norm(w32) == pytest.approx(_svd_max(w32), rel=FLOAT64_SOLVER)
     assert spectral_norm(w32.numpy()) == spectral_norm(w32)
 
 
@@ -145,10 +136,10 @@ def test_spectral_norm_of_product_matches_formed_product() -> None:
         a = _rand((48, 6), seed)
         b = _rand((6, 40), seed + 100)
         expected = _svd_max(a @ b)
-        assert spectral_norm_of_product(a, b) == pytest.approx(expected, rel=EXACT_RTOL)
+        assert spectral_norm_of_product(a, b) == pytest.approx(expected, rel=FLOAT64_SOLVER)
     # inner dimension not small: falls back to the formed product
     a, b = _rand((5, 8), 9), _rand((8, 6), 10)
-    assert spectral_norm_of_product(a, b) == pytest.approx(_svd_max(a @ b), rel=EXACT_RTOL)
+    assert spectral_norm_of_product(a, b) == pytest.approx(_svd_max(a @ b), rel=FLOAT64_SOLVER)
     with pytest.raises(ValueError, match="need batches"):
         spectral_norm_of_product(a, a)
 
@@ -158,10 +149,10 @@ def test_power_iteration_is_a_lower_estimate_with_residual() -> None:
     true = _svd_max(w)
     est = spectral_norm_estimate(w, n_iter=5, seed=0)
     assert est.status == "estimated"
-    assert est.value <= true * (1 + 1e-12)
+    assert est.value <= true * (1 + FLOAT64_EXACT)
     assert est.residual > 0
     converged = spectral_norm_estimate(w, n_iter=3000, seed=0)
-    assert converged.value == pytest.approx(true, rel=1e-6)
+    assert converged.value == pytest.approx(true, rel=ITERATIVE)
     assert converged.residual < est.residual
     # seeded: the same seed gives the same value
     assert spectral_norm_estimate(w, n_iter=5, seed=0) == est
@@ -171,8 +162,10 @@ def test_l21_and_distance_with_reference() -> None:
     w = _rand((6, 4), seed=12)
     m = _rand((6, 4), seed=13)
     d = w - m
-    assert l21_norm(w, m) == pytest.approx(float(d.norm(dim=1).sum()), rel=1e-14)
-    assert distance_to_reference(w, m) == pytest.approx(float(torch.sqrt((d * d).sum())), rel=1e-14)
+    assert l21_norm(w, m) == pytest.approx(float(d.norm(dim=1).sum()), rel=FLOAT64_EXACT)
+    assert distance_to_reference(w, m) == pytest.approx(
+        float(torch.sqrt((d * d).sum())), rel=FLOAT64_EXACT
+    )
     assert distance_to_reference(w, w) == 0.0
     with pytest.raises(ValueError, match="reference has shape"):
         l21_norm(w, m.T)
@@ -208,13 +201,15 @@ def test_matrix_norms_bundle_agrees_with_single_functions() -> None:
     assert out.shape == (30, 12)
     assert out.spectral_norm.value == spectral_norm(w)
     assert out.spectral_norm.status == "certified"
-    assert out.frobenius_norm.value == pytest.approx(frobenius_norm(w), rel=1e-14)
-    assert out.l21_norm.value == pytest.approx(l21_norm(w), rel=1e-14)
-    assert out.stable_rank.value == pytest.approx(stable_rank(w), rel=1e-13)
+    assert out.frobenius_norm.value == pytest.approx(frobenius_norm(w), rel=FLOAT64_EXACT)
+    assert out.l21_norm.value == pytest.approx(l21_norm(w), rel=FLOAT64_EXACT)
+    assert out.stable_rank.value == pytest.approx(stable_rank(w), rel=FLOAT64_EXACT)
     assert out.distance_to_reference is not None
-    assert out.distance_to_reference.value == pytest.approx(distance_to_reference(w, m), rel=1e-14)
+    assert out.distance_to_reference.value == pytest.approx(
+        distance_to_reference(w, m), rel=FLOAT64_EXACT
+    )
     assert out.l21_distance_to_reference is not None
-    assert out.l21_distance_to_reference.value == pytest.approx(l21_norm(w, m), rel=1e-14)
+    assert out.l21_distance_to_reference.value == pytest.approx(l21_norm(w, m), rel=FLOAT64_EXACT)
     est = matrix_norms(w, spectral="estimate", n_iter=3)
     assert est.spectral_norm.status == est.stable_rank.status == "estimated"
     assert est.distance_to_reference is None
@@ -248,12 +243,12 @@ def test_inequalities_and_homogeneity(rows: int, cols: int, seed: int, scale: fl
     assert float(w.norm(dim=1).max()) <= s * (1 + tol)
     # absolute homogeneity
     a = abs(scale)
-    assert spectral_norm(scale * w) == pytest.approx(a * s, rel=1e-12)
-    assert frobenius_norm(scale * w) == pytest.approx(a * f, rel=1e-12)
-    assert l21_norm(scale * w) == pytest.approx(a * l21, rel=1e-12)
-    assert stable_rank(scale * w) == pytest.approx(stable_rank(w), rel=1e-10)
+    assert spectral_norm(scale * w) == pytest.approx(a * s, rel=FLOAT64_EXACT)
+    assert frobenius_norm(scale * w) == pytest.approx(a * f, rel=FLOAT64_EXACT)
+    assert l21_norm(scale * w) == pytest.approx(a * l21, rel=FLOAT64_EXACT)
+    assert stable_rank(scale * w) == pytest.approx(stable_rank(w), rel=FLOAT64_SOLVER)
     # transpose invariance of the spectral and Frobenius norms
-    assert spectral_norm(w.T) == pytest.approx(s, rel=1e-12)
+    assert spectral_norm(w.T) == pytest.approx(s, rel=FLOAT64_EXACT)
     # triangle inequality
     w2 = _rand((rows, cols), seed + 1)
     assert spectral_norm(w + w2) <= (s + spectral_norm(w2)) * (1 + tol)
@@ -264,4 +259,4 @@ def test_inequalities_and_homogeneity(rows: int, cols: int, seed: int, scale: fl
 
 def test_numpy_input_is_accepted() -> None:
     w = np.arange(12, dtype=np.float64).reshape(3, 4)
-    assert spectral_norm(w) == pytest.approx(_svd_max(torch.from_numpy(w)), rel=EXACT_RTOL)
+    assert spectral_norm(w) == pytest.approx(_svd_max(torch.from_numpy(w)), rel=FLOAT64_SOLVER)

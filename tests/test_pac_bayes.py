@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import math
@@ -14,6 +13,8 @@ import pytest
 import torch
 
 import tfbound.bounds.pac_bayes as pb
+from tests.helpers import gaussian_task, single_threaded
+from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.adapters.functional import pac_bayes_mlp_gibbs
 from tfbound.bounds.pac_bayes import gibbs_error_exact, pac_bayes_linear
 from tfbound.bounds.pac_bayes_search import (
@@ -33,32 +34,6 @@ from tfbound.measures.gaussian import (
     unit_direction,
 )
 from tfbound.models.heads import MLPHead
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Small dense problems run much faster on one BLAS thread on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # optional: only a speed-up
-            yield
-        else:
-            with threadpool_limits(limits=1):
-                yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def gaussian_task(n: int, d: int, seed: int, noise: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    """A linear-signal binary task with label noise; features not centred."""
-    rng = np.random.default_rng(seed)
-    w = np.random.default_rng(12345).normal(size=d)
-    z = rng.normal(size=(n, d)) + 0.2
-    score = z @ w / math.sqrt(d) + 0.1 + noise * rng.normal(size=n)
-    return z, np.where(score > 0, 1.0, -1.0)
 
 
 class Task(NamedTuple):
@@ -115,10 +90,10 @@ def test_prior_probe_is_the_regularised_logistic_minimiser(n: int, d: int) -> No
     za = augment_features(z, c)
     m = y * (za @ theta)
     grad = -(za.T @ (y / (1.0 + np.exp(m)))) / len(y) + 2 * lam * theta
-    assert np.max(np.abs(grad)) < 1e-12
+    assert np.max(np.abs(grad)) < FLOAT64_EXACT
     assert np.array_equal(theta, fit_prior_probe(z, y, lam=lam, bias_const=c))  # deterministic
     from_torch = fit_prior_probe(torch.tensor(z), torch.tensor(y), lam=lam, bias_const=c)
-    assert np.allclose(from_torch, theta, rtol=0, atol=1e-12)
+    assert np.allclose(from_torch, theta, rtol=0, atol=FLOAT64_EXACT)
 
 
 def test_prior_probe_rejects_bad_inputs() -> None:
@@ -188,7 +163,9 @@ def test_kl_of_isotropic_gaussians_against_monte_carlo() -> None:
     u, u1 = unit_direction(rng.normal(size=dim)), unit_direction(rng.normal(size=dim))
     for mu, beta in ((1.7, 0.9), (3.0, 0.0), (0.5, 2.5)):
         closed = kl_isotropic(mu, beta, float(u @ u1))
-        assert closed == pytest.approx(0.5 * float(np.sum((mu * u - beta * u1) ** 2)), rel=1e-12)
+        assert closed == pytest.approx(
+            0.5 * float(np.sum((mu * u - beta * u1) ** 2)), rel=FLOAT64_EXACT
+        )
         theta = mu * u + rng.normal(size=(draws, dim))
         log_ratio = 0.5 * (
             np.sum((theta - beta * u1) ** 2, axis=1) - np.sum((theta - mu * u) ** 2, axis=1)
@@ -203,7 +180,7 @@ def test_vectorised_kl_inv_brackets_the_exact_one() -> None:
     c = rng.random(400) * rng.choice([1e-3, 0.1, 2.0], size=400)
     got = kl_inv_vec(q, c)
     ref = np.array([kl_inv(float(a), float(b)) for a, b in zip(q, c, strict=True)])
-    assert np.max(np.abs(got - ref)) < 1e-9
+    assert np.max(np.abs(got - ref)) < FLOAT64_SOLVER
     assert kl_inv_vec(np.array([0.0, 1.0, 0.3]), np.array([1.0, 0.2, 100.0])) == pytest.approx(
         [1 - math.exp(-1.0), 1.0, 1.0]
     )
@@ -218,15 +195,15 @@ def test_reported_numbers_recompute_exactly(task: Task) -> None:
     n2 = res.n2
     assert (res.n, res.n1, n2) == (600, 480, 120)
     log_term = math.log(xi(n2) * 1 * len(DEFAULT_BETA_GRID) * len(DEFAULT_TAU_GRID) / 0.05)
-    assert res.log_term == pytest.approx(log_term, rel=1e-12)
+    assert res.log_term == pytest.approx(log_term, rel=FLOAT64_EXACT)
     x2 = res.metric.whiten_features(augment_features(z[res.idx2], 1.0))
     for cell in (res.gibbs, res.deterministic):
         assert cell.n2 == n2 and cell.mu > 0
         assert cell.beta in DEFAULT_BETA_GRID and cell.tau in DEFAULT_TAU_GRID
         assert cell.kl == pytest.approx(kl_isotropic(cell.mu, cell.beta, cell.cos_prior))
-        assert cell.rhs == pytest.approx((cell.kl + log_term) / n2, rel=1e-12)
+        assert cell.rhs == pytest.approx((cell.kl + log_term) / n2, rel=FLOAT64_EXACT)
         e_hat = gibbs_error_exact(x2, y[res.idx2], cell.mu, res.u, tau=cell.tau)
-        assert cell.empirical_loss == pytest.approx(e_hat, rel=1e-12, abs=1e-15)
+        assert cell.empirical_loss == pytest.approx(e_hat, rel=FLOAT64_EXACT, abs=FLOAT64_EXACT)
         assert cell.kl_inv_value == kl_inv(cell.empirical_loss, cell.rhs)
         assert cell.phi_tau == pytest.approx(0.5 * math.erfc(-cell.tau / math.sqrt(2)))
         assert cell.status == "certified"
@@ -299,8 +276,8 @@ def test_scale_of_the_head_does_not_matter(task: Task) -> None:
         torch.tensor(z), torch.tensor(y), torch.tensor(37.0 * theta_hat),
         bias_const=1.0, split_seed=7, delta_pb=0.05,
     )  # fmt: skip
-    assert scaled.deterministic_bound == pytest.approx(res.deterministic_bound, abs=1e-9)
-    assert scaled.gibbs_bound == pytest.approx(res.gibbs_bound, abs=1e-9)
+    assert scaled.deterministic_bound == pytest.approx(res.deterministic_bound, abs=FLOAT64_SOLVER)
+    assert scaled.gibbs_bound == pytest.approx(res.gibbs_bound, abs=FLOAT64_SOLVER)
 
 
 def test_lambda_grid_enters_the_union() -> None:
@@ -368,6 +345,7 @@ def leaky_deterministic_bound(
     return det.bound
 
 
+@pytest.mark.slow
 def test_random_label_control_pac_bayes() -> None:
     correct = leaky = 0
     with single_threaded():
@@ -426,7 +404,7 @@ def test_mlp_gibbs_bound_recomputes_and_is_valid() -> None:
         prior = [init, prior_s1][cell.prior_index]
         flat_0 = torch.nn.utils.parameters_to_vector(prior.parameters()).detach().double()
         dist2 = float(torch.sum((flat - flat_0) ** 2))
-        assert cell.kl == pytest.approx(dist2 / (2 * cell.sigma**2), rel=1e-9)
+        assert cell.kl == pytest.approx(dist2 / (2 * cell.sigma**2), rel=FLOAT64_SOLVER)
         assert cell.sampled_upper == kl_inv(cell.sampled_error, res.sampling_term)
         assert cell.rhs == pytest.approx((cell.kl + res.log_term) / 160)
         assert cell.bound == kl_inv(cell.sampled_upper, cell.rhs)

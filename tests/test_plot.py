@@ -9,16 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-runner = CliRunner()
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    from tfbound.cli import app
-
-    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
-    return result.exit_code, result.stdout, result.stderr
+from tests.helpers import run_cli as run
 
 
 def term(key: str, value: float | None, status: str, quantity: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import tfbound
+from tests.tolerances import FLOAT32_REFIT
 from tfbound.cli import app
 from tfbound.config import load_config
 from tfbound.models import MLPEncoder, ViTEncoder
@@ -35,13 +35,7 @@ TINY_VIT = ViTArch(image_size=4, patch_size=2, dim=8, depth=1, heads=2, decoder_
 TINY_MAE = MaskedAutoencoderTask(0.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one thread is faster and immune to a busy machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _x(n: int, d: int = 16, seed: int = 0) -> torch.Tensor:
@@ -136,7 +130,7 @@ def test_linear_head_fit_separates_separable_data():
 
 
 @pytest.mark.parametrize("name", ["ce_mlp", "mae_vit"])
-def test_shipped_head_is_refitted_bit_for_bit(name: str):
+def test_shipped_head_is_refitted_to_float32_tolerance(name: str):
     cfg = load_config(SAMPLES / name)
     from tfbound.models.build import build_module
 
@@ -147,7 +141,11 @@ def test_shipped_head_is_refitted_bit_for_bit(name: str):
             torch.from_numpy(raw["downstream_train_y"]),
         )
     head = fit_linear_head(features(encoder, x), y, lam=1e-3)
-    assert _same(_state(head), load_file(str(SAMPLES / name / "head.safetensors")))
+    shipped = load_file(str(SAMPLES / name / "head.safetensors"))  # made on another machine
+    refit = _state(head)
+    assert refit.keys() == shipped.keys()
+    for k in refit:
+        torch.testing.assert_close(refit[k], shipped[k], rtol=FLOAT32_REFIT, atol=FLOAT32_REFIT)
 
 
 def test_checkpoint_index_lists_two_seeds_of_both_pipelines():

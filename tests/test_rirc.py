@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tolerances import FLOAT64_EXACT
 from tfbound.measures.rirc import augment, rademacher_signs, rirc_linear
 
 
@@ -41,8 +42,8 @@ def test_explicit_signs_enumerate_exactly() -> None:
     z = rng.normal(size=(8, 4))
     signs = np.array(list(itertools.product([-1.0, 1.0], repeat=8)))
     est = rirc_linear(z, 1.0, signs=signs)
-    assert est.norm_mean == pytest.approx(exact_expected_norm(z), rel=1e-12)
-    assert est.value == pytest.approx(exact_expected_norm(z) / 8, rel=1e-12)
+    assert est.norm_mean == pytest.approx(exact_expected_norm(z), rel=FLOAT64_EXACT)
+    assert est.value == pytest.approx(exact_expected_norm(z) / 8, rel=FLOAT64_EXACT)
 
 
 def test_orthogonal_features_closed_form() -> None:
@@ -53,9 +54,9 @@ def test_orthogonal_features_closed_form() -> None:
     z = q * scales[:, None]
     est = rirc_linear(z, 3.0, n_draws=50, seed=0)
     closed = math.sqrt(float(np.sum(scales**2)))
-    assert est.norm_mean == pytest.approx(closed, rel=1e-12)
-    assert est.norm_stderr == pytest.approx(0.0, abs=1e-12)
-    assert est.value == pytest.approx(3.0 * closed / 12, rel=1e-12)
+    assert est.norm_mean == pytest.approx(closed, rel=FLOAT64_EXACT)
+    assert est.norm_stderr == pytest.approx(0.0, abs=FLOAT64_EXACT)
+    assert est.value == pytest.approx(3.0 * closed / 12, rel=FLOAT64_EXACT)
     assert est.upper >= est.value
 
 
@@ -72,10 +73,10 @@ def test_mc_upper_formula_and_jensen_cap() -> None:
     z = rng.normal(size=(200, 6))
     est = rirc_linear(z, 1.0, n_draws=10_000, seed=0, delta_mc=0.01, bias_const=1.0)
     sum_sq = float(np.sum(z**2) + 200 * 1.0)
-    assert est.norm_jensen == pytest.approx(math.sqrt(sum_sq), rel=1e-12)
+    assert est.norm_jensen == pytest.approx(math.sqrt(sum_sq), rel=FLOAT64_EXACT)
     mc_upper = est.norm_mean + math.sqrt(sum_sq) * math.sqrt(2 * math.log(100) / 10_000)
-    assert est.norm_mc_upper == pytest.approx(mc_upper, rel=1e-12)
-    assert est.norm_upper == pytest.approx(min(mc_upper, math.sqrt(sum_sq)), rel=1e-12)
+    assert est.norm_mc_upper == pytest.approx(mc_upper, rel=FLOAT64_EXACT)
+    assert est.norm_upper == pytest.approx(min(mc_upper, math.sqrt(sum_sq)), rel=FLOAT64_EXACT)
 
 
 def test_linear_in_radius_and_augment() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import tfbound
+from tests.tolerances import FLOAT64_EXACT
 from tfbound.bounds.tight import DETERMINISTIC_CERTIFICATES
 from tfbound.measures.binomial import clopper_pearson_lower
 from tfbound.report import Report
@@ -47,7 +48,7 @@ def test_section_2_total_is_the_sum_of_its_certified_terms(report: Report) -> No
     parts = [report.get(k) for k in bound.components]
     assert all(p is not None and p.status.value == "certified" for p in parts)
     assert _value(report, "certified_test_error_bound") == pytest.approx(
-        sum(p.value for p in parts if p is not None and p.value is not None), rel=1e-12
+        sum(p.value for p in parts if p is not None and p.value is not None), rel=FLOAT64_EXACT
     )
 
 

@@ -73,7 +73,9 @@ def balanced_accuracy_lcb(
     return a_hat, a_hat - width
 
 
-def _three_way(n: int, fractions: tuple[float, float, float], gen: np.random.Generator) -> list:
+def _three_way(
+    n: int, fractions: tuple[float, float, float], gen: np.random.Generator
+) -> list[np.ndarray]:
     order = gen.permutation(n)
     a = round(fractions[0] * n)
     b = a + round(fractions[1] * n)
@@ -96,11 +98,11 @@ def _fit_logistic(
             + 0.5 * torch.nn.functional.softplus(x_t @ w + b).mean()
             + 0.5 * l2 * (w @ w)
         )
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # unannotated in torch
         return loss
 
     with torch.enable_grad():
-        opt.step(closure)
+        opt.step(closure)  # type: ignore[no-untyped-call]  # LBFGS.step is unannotated
     return w.detach(), b.detach()
 
 

@@ -243,7 +243,8 @@ def spectral_norms_of_products(a: ArrayLike, b: ArrayLike) -> torch.Tensor:
     if g.shape[1] == 0:
         return torch.zeros(g.shape[0], dtype=torch.float64)
     _require_finite(float(g.diagonal(dim1=1, dim2=2).sum()), "A or B")
-    return torch.linalg.eigvalsh(g)[:, -1].clamp_min(0.0).sqrt()
+    top: torch.Tensor = torch.linalg.eigvalsh(g)[:, -1]  # torch.linalg is untyped (Any)
+    return top.clamp_min(0.0).sqrt()
 
 
 def spectral_norm_estimate(w: ArrayLike, n_iter: int = 100, seed: int = 0) -> SpectralEstimate:
