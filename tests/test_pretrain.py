@@ -17,7 +17,7 @@ from tfbound.cli import app
 from tfbound.config import load_config
 from tfbound.models import MLPEncoder, ViTEncoder
 from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask
-from tfbound.pretrain import (
+from tfbound.training.loops import (
     MLPArch,
     RadRegOptions,
     ViTArch,
@@ -234,3 +234,17 @@ def test_cli_pretrain_bad_inputs(tmp_path: Path):
         app, ["pretrain", "mae", "--data", str(tmp_path / "wide.npz"), "--out", str(out), "-q"]
     )
     assert result.exit_code == 3 and "64 values" in result.output
+
+
+def test_bundled_sample_data_is_package_data_found_by_importlib_resources() -> None:
+    import importlib.resources
+
+    from tfbound.training.recipes import is_sample_data, sample_splits
+
+    path = sample_splits()
+    expected = importlib.resources.files("tfbound.training").joinpath("data/digits_splits.npz")
+    assert path == Path(str(expected)) and path.is_file()
+    assert "sample_models" not in path.parts  # not the repository's copy (parents[1])
+    repo_copy = SAMPLES / "data" / "digits_splits.npz"
+    assert path.read_bytes() == repo_copy.read_bytes()  # the two copies agree
+    assert is_sample_data(repo_copy) and not is_sample_data(SAMPLES / "data" / "digits.npz")

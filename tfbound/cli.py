@@ -719,7 +719,7 @@ def pretrain(
     features, and write a folder that `tfbound estimate` reads."""
     import torch
 
-    from tfbound.pretrain import pretrain_folder
+    from tfbound.training.folder import pretrain_folder
 
     torch.set_num_threads(threads)
     with _progress(not quiet) as progress:
