@@ -36,8 +36,8 @@ from tfbound.pretext import (  # noqa: E402
     PretextTask,
     pretext_batch,
 )
-from tfbound.pretrain import MLPArch, ViTArch  # noqa: E402
-from tfbound.radreg import AdversarialRadReg, RadReg  # noqa: E402
+from tfbound.training.loops import MLPArch, ViTArch  # noqa: E402
+from tfbound.training.radreg import AdversarialRadReg, RadReg  # noqa: E402
 
 SPLITS = ROOT / "sample_models" / "data" / "digits_splits.npz"
 PIPELINES: dict[str, tuple[MLPArch | ViTArch, PretextTask, float]] = {

@@ -45,22 +45,21 @@ if str(ROOT) not in sys.path:
 
 import tfbound  # noqa: E402
 from tfbound.measures.rirc import rirc_linear  # noqa: E402
-from tfbound.pretrain import (  # noqa: E402
-    DATA_KEYS,
-    RECIPES,
-    SAMPLE_SPLITS,
+from tfbound.training.folder import write_pipeline_folder  # noqa: E402
+from tfbound.training.loops import (  # noqa: E402
     RadRegOptions,
     accuracy,
     features,
     fit_linear_head,
     log_spaced_epochs,
     mean_pretext_loss,
-    pipeline_config,
     pretrain_ce,
     pretrain_mae,
-    write_pipeline_folder,
 )
-from tfbound.radreg import RadReg, effective_rank, normalize_features  # noqa: E402
+from tfbound.training.radreg import RadReg, effective_rank, normalize_features  # noqa: E402
+from tfbound.training.recipes import DATA_KEYS, RECIPES, pipeline_config  # noqa: E402
+
+SPLITS = ROOT / "sample_models" / "data" / "digits_splits.npz"
 
 PIPELINES = {"ce_mlp": ("ce", 600), "mae_vit": ("mae", 200)}
 LAMBDAS = (0.0, 0.1, 1.0, 10.0)
@@ -86,7 +85,7 @@ METRICS = (
 
 
 def _splits() -> dict[str, torch.Tensor]:
-    with np.load(SAMPLE_SPLITS) as raw:
+    with np.load(SPLITS) as raw:
         return {k: torch.from_numpy(raw[k]) for k in raw.files}
 
 
@@ -156,7 +155,7 @@ def run_one(job: tuple[str, int, float, int, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "run"
         present = {n for n, (key, _) in DATA_KEYS.items() if key in s}
-        config = pipeline_config(arch, task, SAMPLE_SPLITS, present, encoder_candidates=20)
+        config = pipeline_config(arch, task, SPLITS, present, encoder_candidates=20)
         modules = {"encoder": encoder, "decoder": res.decoder, "head": head}
         write_pipeline_folder(folder, modules, config)
         report = tfbound.estimate(folder)

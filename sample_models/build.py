@@ -9,7 +9,7 @@ Usage (from the repository root)::
 
 Everything is seeded and runs on one CPU thread with deterministic algorithms, so a rebuild on the
 same machine reproduces every output file byte for byte (the ``.npz`` archives are written with a
-fixed zip timestamp for that reason). The loops live in ``tfbound.pretrain``.
+fixed zip timestamp for that reason). The loops live in ``tfbound.training.loops``.
 
 Protocol. The encoder and decoder are pre-trained on ``pretrain_train_x`` only (with ``--radreg``,
 also RadReg on the fixed ``radreg_x``). The encoder is then frozen (``eval()``), features of
@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask, PretextTask  # noqa: E402
-from tfbound.pretrain import (  # noqa: E402
+from tfbound.training.loops import (  # noqa: E402
     MLPArch,
     PretrainResult,
     RadRegOptions,
@@ -69,6 +69,8 @@ from tfbound.pretrain import (  # noqa: E402
 DATA_DIR = HERE / "data"
 DIGITS = DATA_DIR / "digits.npz"
 SPLITS = DATA_DIR / "digits_splits.npz"
+#: the package-data copy that ``tfbound pretrain`` reads after a wheel install (byte-identical)
+PACKAGE_SPLITS = ROOT / "tfbound" / "training" / "data" / "digits_splits.npz"
 CHECKPOINTS = HERE / "checkpoints"
 
 SEED = 0
@@ -147,6 +149,7 @@ def make_splits() -> dict[str, np.ndarray]:
     out["radreg_x"] = out["downstream_unlabeled_x"][:RADREG_ROWS]
     out["downstream_pool_x"] = out["downstream_unlabeled_x"][RADREG_ROWS:]
     save_npz(SPLITS, out)
+    shutil.copyfile(SPLITS, PACKAGE_SPLITS)
     shapes = ", ".join(f"{k} {v.shape}" for k, v in out.items())
     print(f"wrote {SPLITS.relative_to(ROOT)}: {shapes}")
     return out

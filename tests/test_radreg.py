@@ -10,8 +10,8 @@ import torch
 from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER, GRADCHECK_ATOL, ITERATIVE
 from tfbound.measures.rirc import rirc_linear
 from tfbound.pretext import ContextEncoderTask
-from tfbound.pretrain import MLPArch, RadRegOptions, features, pretrain_ce
-from tfbound.radreg import (
+from tfbound.training.loops import MLPArch, RadRegOptions, features, pretrain_ce
+from tfbound.training.radreg import (
     AdversarialRadReg,
     RadReg,
     _project_l1,

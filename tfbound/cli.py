@@ -1,7 +1,8 @@
 """The thin command line: parse -> config -> library call -> render -> exit code.
 
-Exit codes: 0 success, 1 a gate failed, 2 usage error, 3 bad input. Errors print one line on
-stderr (``--debug`` shows the traceback). Stdout carries only the requested output.
+Exit codes: 0 success, 1 a gate failed, 2 usage error, 3 bad input, 4 internal error. Errors
+print one line on stderr (``--debug`` prints the traceback instead, with the same exit code).
+Stdout carries only the requested output.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tfbound import __version__
-from tfbound.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, TfboundError, UsageError
+from tfbound.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_GATE_FAILED,
+    EXIT_INTERNAL,
+    TfboundError,
+    UsageError,
+)
 
 app = typer.Typer(
     name="tfbound",
@@ -44,6 +51,12 @@ def _stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def _print_traceback() -> None:
+    import traceback
+
+    sys.stderr.write(traceback.format_exc())
+
+
 def handle_errors(fn: F) -> F:
     """Turn a ``TfboundError`` into one line on stderr and its exit code."""
 
@@ -53,7 +66,8 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except TfboundError as exc:
             if _state["debug"]:
-                raise
+                _print_traceback()
+                raise typer.Exit(exc.exit_code) from None
             # escape: messages name things like "tfbound[plot]" or "[tool.tfbound.gates]"
             _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
@@ -61,14 +75,15 @@ def handle_errors(fn: F) -> F:
             raise
         except Exception as exc:  # an unexpected failure: still one line, distinct code
             if _state["debug"]:
-                raise
+                _print_traceback()
+                raise typer.Exit(EXIT_INTERNAL) from None
             _stderr().print(
                 f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} "
                 "(rerun with --debug)",
                 markup=True,
                 soft_wrap=True,
             )
-            raise typer.Exit(4) from None
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -572,7 +587,7 @@ def plot(
         list[Path], typer.Argument(help="One or more JSON reports.", show_default=False)
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Image file (.png, .svg or .pdf).")
+        Path, typer.Option("--out", "-o", "--output", help="Image file (.png, .svg or .pdf).")
     ] = Path("bound.png"),
     label: Annotated[
         list[str] | None,
@@ -586,7 +601,7 @@ def plot(
     from tfbound.render.plot import FORMATS, default_labels, plot_reports
 
     if output.suffix.lower().lstrip(".") not in FORMATS:
-        raise UsageError(f"--output must end in one of {', '.join('.' + f for f in FORMATS)}")
+        raise UsageError(f"--out must end in one of {', '.join('.' + f for f in FORMATS)}")
     if label and len(label) != len(reports):
         raise UsageError(f"{len(label)} --label value(s) for {len(reports)} report(s)")
     _check_output_folders(output)
@@ -672,7 +687,7 @@ def pretrain(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Folder to write (absent or empty, or --force).", show_default=False
+            "--out-dir", help="Folder to write (absent or empty, or --force).", show_default=False
         ),
     ],
     radreg: Annotated[
@@ -712,14 +727,14 @@ def pretrain(
     threads: Annotated[
         int, typer.Option(min=1, help="Torch threads (results are reproducible per count).")
     ] = 1,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out-dir.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Pre-train an encoder and decoder (optionally with RadReg), fit a linear head on the frozen
     features, and write a folder that `tfbound estimate` reads."""
     import torch
 
-    from tfbound.pretrain import pretrain_folder
+    from tfbound.training.folder import pretrain_folder
 
     torch.set_num_threads(threads)
     with _progress(not quiet) as progress:
@@ -751,4 +766,4 @@ def main() -> None:
     app(prog_name="tfbound")
 
 
-__all__ = ["EXIT_BAD_INPUT", "app", "emit", "handle_errors", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "app", "emit", "handle_errors", "main"]

@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
+EXIT_INTERNAL = 4  # an unexpected failure (a bug): one line, or the traceback with --debug
 
 
 class TfboundError(Exception):

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,12 @@ from tfbound.adapters import (
 )
 from tfbound.errors import CheckpointError, InputError, UsageError
 from tfbound.features import ProgressFn
+from tfbound.io.checkpoints import (
+    SafetensorsReader,
+    load_torch_state_dict,
+    open_safetensors,
+    resolve_checkpoint,
+)
 from tfbound.measures.norms import NormValue, SpectralMode, weakest_status
 
 PathLike = str | os.PathLike[str]
@@ -52,7 +57,6 @@ ReferenceIn = Mapping[str, torch.Tensor] | PathLike | nn.Module | None
 
 SPECTRAL_MODES = ("exact", "estimate")
 _HEADS_KEYS = ("num_attention_heads", "num_heads", "n_head", "n_heads", "encoder_attention_heads")
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 @dataclass(frozen=True)
@@ -126,82 +130,24 @@ class _MappingSource:
 
 
 class _SafetensorsSource:
-    """Tensors of one or several ``.safetensors`` files, read one at a time (memory-mapped)."""
+    """Tensors of a safetensors checkpoint (file, index or folder), read one at a time."""
 
-    def __init__(self, files: Mapping[str, Path], description: str, stack: contextlib.ExitStack):
-        from safetensors import safe_open
-
+    def __init__(self, reader: SafetensorsReader, description: str) -> None:
         self.description = description
-        self._where: dict[str, Path] = {}
-        self._handles: dict[Path, object] = {}
-        self._infos: list[TensorInfo] = []
-        for path in dict.fromkeys(files.values()):
-            if not path.is_file():
-                raise CheckpointError("shard listed in the index does not exist", path=path)
-            try:
-                handle = stack.enter_context(safe_open(str(path), framework="pt"))
-                names = list(handle.keys())
-                shapes = [
-                    (n, tuple(handle.get_slice(n).get_shape()), handle.get_slice(n).get_dtype())
-                    for n in names
-                ]
-            except Exception as exc:  # safetensors raises its own error types
-                raise CheckpointError(
-                    f"not a readable safetensors file ({exc})", path=path
-                ) from exc
-            self._handles[path] = handle
-            for name, shape, dtype in shapes:
-                if "*" not in files and files.get(name) != path:
-                    continue  # an index decides which shard holds a tensor
-                self._where[name] = path
-                info = TensorInfo(name, tuple(int(s) for s in shape), dtype_name(dtype))
-                self._infos.append(info)
-        missing = [n for n in files if n != "*" and n not in self._where]
-        if missing:
-            raise CheckpointError(f"the index lists tensors not in their shards: {missing[:5]}")
-        self._infos.sort(key=lambda t: _natural_key(t.name))
+        self._reader = reader
+        self._infos = sorted(
+            (TensorInfo(name, shape, dtype_name(dtype)) for name, shape, dtype in reader.entries()),
+            key=lambda t: _natural_key(t.name),
+        )
 
     def infos(self) -> list[TensorInfo]:
         return list(self._infos)
 
     def get(self, name: str) -> torch.Tensor:
-        handle = self._handles[self._where[name]]
-        try:
-            return handle.get_tensor(name)  # type: ignore[attr-defined]
-        except Exception as exc:
-            raise CheckpointError(
-                f"cannot read tensor {name} ({exc})", path=self._where[name]
-            ) from exc
+        return self._reader.get(name)
 
     def has(self, name: str) -> bool:
-        return name in self._where
-
-
-def _safetensors_files(path: Path) -> tuple[dict[str, Path], Path]:
-    """``{tensor name or '*': file}`` and the folder holding them, for a file, index or folder."""
-    if path.is_dir():
-        for candidate in ("model.safetensors.index.json", "model.safetensors"):
-            if (path / candidate).is_file():
-                return _safetensors_files(path / candidate)
-        found = sorted(path.glob("*.safetensors"))
-        if len(found) == 1:
-            return {"*": found[0]}, path
-        raise CheckpointError(
-            "no model.safetensors(.index.json) and not exactly one *.safetensors file", path=path
-        )
-    if not path.is_file():
-        raise CheckpointError("no such file", path=path)
-    if path.name.endswith(".json"):
-        try:
-            index = json.loads(path.read_text())
-            weight_map = index["weight_map"]
-            files = {str(k): path.parent / str(v) for k, v in weight_map.items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(
-                f"not a safetensors index (needs a 'weight_map'): {exc}", path=path
-            ) from exc
-        return files, path.parent
-    return {"*": path}, path.parent
+        return self._reader.has(name)
 
 
 def _heads_from_config(folder: Path) -> int | None:
@@ -221,31 +167,6 @@ def _heads_from_config(folder: Path) -> int | None:
     return None
 
 
-def _load_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError("no such file", path=path)
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"not a weights-only state dict (refusing to unpickle code): {exc}", path=path
-        ) from exc
-    except Exception as exc:
-        raise CheckpointError(f"cannot read as a torch state dict ({exc})", path=path) from exc
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(
-            "does not hold a state dict (a mapping of names to tensors)", path=path
-        )
-    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"entries that are not tensors: {bad[:5]}", path=path)
-    return {str(k): v for k, v in obj.items()}
-
-
 @contextlib.contextmanager
 def _open_reference(reference: ReferenceIn) -> Iterator[TensorSource | None]:
     if reference is None:
@@ -253,13 +174,12 @@ def _open_reference(reference: ReferenceIn) -> Iterator[TensorSource | None]:
     elif isinstance(reference, nn.Module):
         yield _MappingSource(reference.state_dict(), f"module {type(reference).__name__}")
     elif isinstance(reference, str | os.PathLike):
-        path = Path(reference)
-        if path.suffix in _TORCH_SUFFIXES:
-            yield _MappingSource(_load_torch_state_dict(path), str(path))
+        files = resolve_checkpoint(reference)
+        if files.kind == "torch":
+            yield _MappingSource(load_torch_state_dict(files.path), str(reference))
         else:
-            with contextlib.ExitStack() as stack:
-                files, _ = _safetensors_files(path)
-                yield _SafetensorsSource(files, str(path), stack)
+            with open_safetensors(files) as reader:
+                yield _SafetensorsSource(reader, str(reference))
     elif isinstance(reference, Mapping):
         yield _MappingSource(reference, "reference state dict")
     else:
@@ -516,7 +436,10 @@ def inspect_safetensors(
     unreadable files.
     """
     _check_options(spectral)
-    files, folder = _safetensors_files(Path(path))
+    files = resolve_checkpoint(path)
+    if files.kind != "safetensors":
+        raise CheckpointError("not a safetensors checkpoint (use inspect_checkpoint)", path=path)
+    folder = files.folder
     notes: list[str] = []
     heads_source = "argument"
     if heads is None:
@@ -524,8 +447,8 @@ def inspect_safetensors(
         if heads is not None:
             heads_source = "config.json"
             notes.append(f"heads={heads} from {folder / 'config.json'}")
-    with contextlib.ExitStack() as stack:
-        src = _SafetensorsSource(files, str(path), stack)
+    with open_safetensors(files) as reader:
+        src = _SafetensorsSource(reader, str(path))
         plan = plan_tensors(src.infos(), heads=heads, heads_source=heads_source)
         with _open_reference(reference) as ref:
             options = ComputeOptions(spectral=spectral)
@@ -543,7 +466,7 @@ def inspect_torch_state_dict(
 ) -> InspectResult:
     """Norms of a weights-only ``.pt`` state dict (``torch.load(..., weights_only=True)``: no
     code is ever unpickled; a ``{'state_dict': ...}`` or ``{'model': ...}`` wrapper is opened)."""
-    state = _load_torch_state_dict(Path(path))
+    state = load_torch_state_dict(path)
     return inspect_state_dict(
         state,
         reference=reference,
@@ -564,9 +487,10 @@ def inspect_checkpoint(
     spectral: SpectralMode = "exact",
     progress: ProgressFn | None = None,
 ) -> InspectResult:
-    """``inspect_torch_state_dict`` for ``.pt/.pth/.bin/.ckpt``, else ``inspect_safetensors``."""
+    """``inspect_torch_state_dict`` for ``.pt/.pth/.bin/.ckpt``, else ``inspect_safetensors``
+    (``tfbound.io.checkpoints.resolve_checkpoint`` decides)."""
     p = Path(path)
-    if p.suffix in _TORCH_SUFFIXES:
+    if resolve_checkpoint(p).kind == "torch":
         return inspect_torch_state_dict(
             p, reference=reference, heads=heads, strict=strict, spectral=spectral, progress=progress
         )

@@ -66,7 +66,7 @@ def data_loaders(
 ) -> tuple[Callable[[ArraySource], LabeledArrays], Callable[[ArraySource], np.ndarray]]:
     """Labeled and unlabeled loaders: numeric arrays, or texts tokenized for a BERT encoder."""
     if cfg.encoder.arch == "bert":
-        from tfbound.models.bert import TextData
+        from tfbound.io.text import TextData
 
         text = TextData.from_spec(cfg.encoder)
         return text.load_labeled, text.load_inputs
