@@ -24,8 +24,8 @@ def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def term(key: str, value: float | None, status: str = "certified") -> dict[str, Any]:
-    return {"key": key, "value": value, "status": status, "quantity": "q", "formula": "f",
-            "source": "s"}  # fmt: skip
+    return {"key": key, "value": value, "status": status, "role": "capacity", "quantity": "q",
+            "formula": "f", "source": "s"}  # fmt: skip
 
 
 def report(values: dict[str, float | None], **extra: Any) -> dict[str, Any]:

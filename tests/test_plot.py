@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from tests.helpers import run_cli as run
+from tfbound.keys import role_of
 
 
 def term(key: str, value: float | None, status: str, quantity: str) -> dict[str, Any]:
-    return {"key": key, "value": value, "status": status, "quantity": quantity, "formula": "f",
-            "source": "s"}  # fmt: skip
+    return {"key": key, "value": value, "status": status, "role": str(role_of(key)),
+            "quantity": quantity, "formula": "f", "source": "s"}  # fmt: skip
 
 
 def report(scale: float = 1.0, gap: float = 0.02, bound: bool = True) -> dict[str, Any]:

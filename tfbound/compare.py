@@ -1,99 +1,33 @@
-"""Reading saved reports, and comparing two of them term by term and layer by layer.
+"""Comparing two saved reports term by term and layer by layer.
 
-``read_report`` is the one door through which ``check``, ``compare`` and ``plot`` read a JSON
-report: a report of the same schema major version is read (older or newer minor versions
-included); another major version, or JSON that is not a report, is refused with a message that
-says what was found. A ``tfbound inspect`` JSON (kind ``tfbound.inspect``) is read as a report
-with layer rows and no terms, so that layer gates and layer comparisons work on it.
+Reports are read through ``tfbound.report.read_report`` (the one typed reader: a report of the same
+schema major version, every term checked, or a ``tfbound inspect`` JSON with layer rows and no
+terms); ``read_report`` here gives its plain-data view to gates, compare and the renderers.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfbound.errors import InputError
-from tfbound.report import SCHEMA_VERSION
+from tfbound.report import Report
+from tfbound.report import read_report as read_typed_report
 
 SECTIONS = ("bounds", "terms")
-INSPECT_KIND = "tfbound.inspect"  # ``tfbound inspect --format json``: layer rows only
-INSPECT_MAJOR = "1"
-
-
-def _major(version: str) -> str:
-    return version.split(".", 1)[0]
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
-    """A report dictionary from a JSON file, or ``InputError`` saying why it cannot be used."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("report file not found", path=p)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a JSON file: {exc}", path=p) from exc
-    return check_report(data, p)
+    """The report at ``path`` through the one typed reader (``tfbound.report.read_report``: every
+    term checked), as the plain data that gates, compare and the renderers read."""
+    return read_typed_report(path).to_dict()
 
 
 def check_report(data: Any, path: str | Path | None = None) -> dict[str, Any]:
-    """Validate the envelope of a report already parsed from JSON."""
-    if isinstance(data, dict) and data.get("kind") == INSPECT_KIND:
-        return _check_inspect(data, path)
-    if not isinstance(data, dict) or "schema_version" not in data:
-        raise InputError(
-            "not a tfbound report (a JSON object with 'schema_version', 'terms' and 'bounds'; "
-            "write one with 'tfbound estimate CONFIG --json report.json')",
-            path=path,
-        )
-    version = data["schema_version"]
-    if not isinstance(version, str) or not version.split(".", 1)[0].isdigit():
-        raise InputError(f"unreadable schema_version {version!r}", path=path)
-    if _major(version) != _major(SCHEMA_VERSION):
-        raise InputError(
-            f"report schema version {version} cannot be read by this tfbound "
-            f"(it reads {_major(SCHEMA_VERSION)}.x, writes {SCHEMA_VERSION}); "
-            "re-run 'tfbound estimate' with this version to get a readable report",
-            path=path,
-        )
-    for section in SECTIONS:
-        table = data.get(section)
-        if not isinstance(table, dict):
-            raise InputError(f"not a tfbound report: no '{section}' object", path=path)
-        for key, term in table.items():
-            value = term.get("value", "missing") if isinstance(term, dict) else "missing"
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise InputError(f"'{section}.{key}' has no numeric 'value'", path=path)
-    layers = data.get("layers")
-    if layers is not None and (
-        not isinstance(layers, list)
-        or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in layers)
-    ):
-        raise InputError("'layers' must be a list of objects with a 'name'", path=path)
-    return data
-
-
-def _check_inspect(data: dict[str, Any], path: str | Path | None) -> dict[str, Any]:
-    """A ``tfbound inspect`` JSON (its own schema, major version 1): layer rows, no terms."""
-    version = str(data.get("schema_version"))
-    if version.split(".", 1)[0] != INSPECT_MAJOR:
-        raise InputError(
-            f"inspect schema version {version} cannot be read by this tfbound "
-            f"(it reads {INSPECT_MAJOR}.x)",
-            path=path,
-        )
-    layers = data.get("layers")
-    if not isinstance(layers, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) for r in layers
-    ):
-        raise InputError("'layers' must be a list of objects with a 'name'", path=path)
-    return {**data, "terms": {}, "bounds": {}}
+    """A report already parsed from JSON, through the same typed reader."""
+    return Report.from_dict(data, path).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from tfbound import __version__
+from tfbound.errors import InputError
 from tfbound.keys import Role
-from tfbound.terms import Status, Term, to_plain
+from tfbound.terms import Status, Term, term_from_dict, to_plain
 
 SCHEMA_VERSION = "2.0"
 
@@ -43,6 +46,16 @@ class Report:
                     raise ValueError(f"bound {total.key!r} sums unknown term {key!r}")
                 if total.status is Status.CERTIFIED and part.status is not Status.CERTIFIED:
                     raise ValueError(f"certified {total.key!r} sums non-certified term {key!r}")
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str | Path | None = None) -> Report:
+        """A report from its JSON form, every term checked (see :func:`read_report`)."""
+        return _report_from_dict(data, path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Report:
+        """The report saved at ``path`` (see :func:`read_report`)."""
+        return read_report(path)
 
     def get(self, key: str) -> Term | None:
         """The term or bound with this key, or None."""
@@ -137,3 +150,151 @@ def report_schema() -> dict[str, Any]:
         },
         "$defs": {"term": term_schema()},
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading saved reports: the one door through which check, compare and plot read JSON
+
+#: ``tfbound inspect --format json``: layer rows and no terms, read so that layer gates and layer
+#: comparisons work on it (its own schema, major version 1).
+INSPECT_KIND = "tfbound.inspect"
+INSPECT_MAJOR = "1"
+#: The largest report read (a report is tens of kilobytes; a large inspect JSON a few MB).
+MAX_REPORT_BYTES = 64 << 20
+_ENVELOPE = ("schema_version", "tfbound_version", "kind", "config", "model", "data", "deltas",
+             "terms", "bounds", "warnings")  # fmt: skip
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"a number out of range ({text[:20]})")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_report_json(text: str) -> Any:
+    """Strict JSON: ``NaN``, ``Infinity`` and numbers that overflow to infinity are refused."""
+    return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def read_report(path: str | Path) -> Report:
+    """The report saved at ``path``: a report of this schema's major version (older or newer
+    minor versions included; unknown top-level keys kept in ``extra``), or a ``tfbound inspect``
+    JSON. Anything else, a malformed term anywhere, NaN or infinite numbers, deep nesting or a
+    file over ``MAX_REPORT_BYTES`` is an ``InputError`` (exit 3) saying what was found."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("report file not found", path=p)
+    if p.stat().st_size > MAX_REPORT_BYTES:
+        raise InputError(f"report file over {MAX_REPORT_BYTES >> 20} MiB", path=p)
+    try:
+        data = parse_report_json(p.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise InputError("not a JSON report: nested too deeply", path=p) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        message = str(exc).splitlines()[0][:200]
+        raise InputError(f"not a JSON file: {message}", path=p) from None
+    return _report_from_dict(data, p)
+
+
+def _report_from_dict(data: Any, path: str | Path | None) -> Report:
+    if isinstance(data, dict) and data.get("kind") == INSPECT_KIND:
+        return _inspect_from_dict(data, path)
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise InputError(
+            "not a tfbound report (a JSON object with 'schema_version', 'terms' and 'bounds'; "
+            "write one with 'tfbound estimate CONFIG --json report.json')",
+            path=path,
+        )
+    version = data["schema_version"]
+    if not isinstance(version, str) or not _major(version).isdigit():
+        raise InputError(f"unreadable schema_version {str(version)[:20]!r}", path=path)
+    if _major(version) != _major(SCHEMA_VERSION):
+        raise InputError(
+            f"report schema version {version[:20]} cannot be read by this tfbound "
+            f"(it reads {_major(SCHEMA_VERSION)}.x, writes {SCHEMA_VERSION}); "
+            "re-run 'tfbound estimate' with this version to get a readable report",
+            path=path,
+        )
+    sections: dict[str, tuple[Term, ...]] = {}
+    for section in ("bounds", "terms"):
+        table = data.get(section)
+        if not isinstance(table, dict):
+            raise InputError(f"not a tfbound report: no '{section}' object", path=path)
+        try:
+            sections[section] = tuple(
+                term_from_dict(t, f"{section}.{str(k)[:80]}") for k, t in table.items()
+            )
+        except ValueError as exc:
+            raise InputError(str(exc), path=path) from None
+        for k, t in zip(table, sections[section], strict=True):
+            if k != t.key:
+                raise InputError(f"'{section}.{str(k)[:80]}' holds key {t.key[:80]!r}", path=path)
+    _check_layers(data.get("layers"), path)
+    mappings = {}
+    for name in ("config", "model", "data", "deltas"):
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise InputError(f"'{name}' is not an object", path=path)
+        mappings[name] = value
+    warnings = data.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise InputError("'warnings' is not a list of strings", path=path)
+    try:
+        return Report(
+            kind=str(data.get("kind", "estimate")),
+            config=mappings["config"],
+            model=mappings["model"],
+            data=mappings["data"],
+            deltas=mappings["deltas"],
+            terms=sections["terms"],
+            bounds=sections["bounds"],
+            warnings=tuple(warnings),
+            schema_version=version,
+            tfbound_version=str(data.get("tfbound_version", "unknown")),
+            extra=MappingProxyType({k: v for k, v in data.items() if k not in _ENVELOPE}),
+        )
+    except ValueError as exc:  # duplicate keys, a certified total of non-certified terms
+        raise InputError(str(exc)[:300], path=path) from None
+
+
+def _check_layers(layers: Any, path: str | Path | None) -> None:
+    if layers is not None and (
+        not isinstance(layers, list)
+        or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in layers)
+    ):
+        raise InputError("'layers' must be a list of objects with a 'name'", path=path)
+
+
+def _inspect_from_dict(data: dict[str, Any], path: str | Path | None) -> Report:
+    version = str(data.get("schema_version"))[:20]
+    if _major(version) != INSPECT_MAJOR:
+        raise InputError(
+            f"inspect schema version {version} cannot be read by this tfbound "
+            f"(it reads {INSPECT_MAJOR}.x)",
+            path=path,
+        )
+    layers = data.get("layers")
+    if layers is None:
+        raise InputError("'layers' must be a list of objects with a 'name'", path=path)
+    _check_layers(layers, path)
+    extra = {k: v for k, v in data.items() if k not in ("schema_version", "kind")}
+    return Report(
+        kind=INSPECT_KIND,
+        config={},
+        model={},
+        data={},
+        deltas={},
+        terms=(),
+        bounds=(),
+        schema_version=version,
+        extra=MappingProxyType(extra),
+    )

@@ -87,3 +87,75 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+_TERM_FIELDS = frozenset(
+    {"key", "value", "status", "role", "quantity", "formula", "source", "interval", "stderr",
+     "confidence", "components", "details"}
+)  # fmt: skip
+
+
+def term_from_dict(data: Any, where: str) -> Term:
+    """A ``Term`` from its JSON form (``Term.to_dict``), every field checked; ``ValueError`` with
+    a short reason naming ``where`` (e.g. ``terms.rirc``) otherwise."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"'{where}' is not an object")
+    unknown = set(data) - _TERM_FIELDS
+    if unknown:
+        raise ValueError(f"'{where}' has unknown field(s) {', '.join(sorted(unknown)[:3])}")
+
+    def text(name: str) -> str:
+        value = data.get(name)
+        if not isinstance(value, str):
+            raise ValueError(f"'{where}' has no string '{name}'")
+        return value
+
+    def number(name: str, required: bool = False) -> float | None:
+        value = data.get(name, "missing" if required else None)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"'{where}' has no numeric '{name}'")
+        if not math.isfinite(value):
+            raise ValueError(f"'{where}.{name}' is not finite")
+        return float(value)
+
+    value = number("value", required=True)
+    status_text, role_text = text("status"), text("role")
+    try:
+        status, role = Status(status_text), Role(role_text)
+    except ValueError:
+        raise ValueError(f"'{where}' has an unknown status or role") from None
+    interval = data.get("interval")
+    if interval is not None:
+        if not isinstance(interval, list) or len(interval) != 2:
+            raise ValueError(f"'{where}.interval' is not a pair of numbers")
+        lo, hi = (number_of(v, f"{where}.interval") for v in interval)
+        interval = (lo, hi)
+    components = data.get("components", [])
+    if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+        raise ValueError(f"'{where}.components' is not a list of keys")
+    details = data.get("details", {})
+    if not isinstance(details, Mapping):
+        raise ValueError(f"'{where}.details' is not an object")
+    return Term(
+        key=text("key"),
+        value=value,
+        status=status,
+        quantity=text("quantity"),
+        formula=text("formula"),
+        source=text("source"),
+        interval=interval,
+        stderr=number("stderr"),
+        confidence=number("confidence"),
+        components=tuple(components),
+        details=MappingProxyType(dict(details)),
+        role=role,
+    )
+
+
+def number_of(value: Any, where: str) -> float:
+    """``value`` as a finite float, or ``ValueError`` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"'{where}' holds a value that is not a finite number")
+    return float(value)
