@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfbound.keys import TermKey
 from tfbound.report import Report
 from tfbound.report import read_report as read_typed_report
 
@@ -206,7 +207,7 @@ def _notes(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[str]:
         notes.append("the configurations differ in: " + ", ".join(interesting))
 
     def k_star(report: Mapping[str, Any]) -> Any:
-        bound = report.get("bounds", {}).get("certified_test_error_bound", {})
+        bound = report.get("bounds", {}).get(TermKey.CERTIFIED, {})
         return bound.get("details", {}).get("k_star")
 
     kb, kc = k_star(base), k_star(cand)

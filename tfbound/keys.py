@@ -160,7 +160,10 @@ def role_of(key: str) -> Role:
 
 
 def tightness_key(certificate: str) -> str:
-    """``tightness_<name>`` of a certificate key (``_bound`` and ``_test_error`` dropped)."""
+    """The key of a certificate's tightness term: ``tightness`` for the section-2 bound,
+    ``tightness_<name>`` for the others (``_bound`` and ``_test_error`` dropped)."""
+    if certificate == TermKey.CERTIFIED:
+        return TermKey.TIGHTNESS.value
     return TIGHTNESS_PREFIX + certificate.removesuffix("_bound").removesuffix("_test_error")
 
 

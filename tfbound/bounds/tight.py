@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from tfbound.bounds.disagreement import DisagreementResult
 from tfbound.bounds.pac_bayes import PacBayesResult
+from tfbound.keys import DETERMINISTIC_CERTIFICATES as CATALOGUED_CERTIFICATES
+from tfbound.keys import tightness_key
 from tfbound.terms import Status, Term
 
 PAC_BAYES_SOURCE = (
@@ -23,12 +25,7 @@ DISAGREEMENT_SOURCE = (
 )
 
 #: The deterministic certificates of the user's head that compete for the best (spec 10.5).
-DETERMINISTIC_CERTIFICATES = (
-    "certified_test_error_bound",
-    "pac_bayes_deterministic_bound",
-    "disagreement_bound",
-    "finetuned_test_error_bound",
-)
+DETERMINISTIC_CERTIFICATES = tuple(str(k) for k in CATALOGUED_CERTIFICATES)
 
 
 def pac_bayes_terms(res: PacBayesResult, confidence: float) -> list[Term]:
@@ -149,10 +146,9 @@ def tightness_terms(certificates: Sequence[Term], test_set_bound: float) -> list
             continue
         if t.key not in DETERMINISTIC_CERTIFICATES and t.key != "best_certified_test_error_bound":
             continue
-        name = t.key.removesuffix("_bound").removesuffix("_test_error")
         out.append(
             Term(
-                key=f"tightness_{name}",
+                key=tightness_key(t.key),
                 value=t.value / test_set_bound if test_set_bound > 0 else None,
                 status=Status.DIAGNOSTIC,
                 quantity="ratio",

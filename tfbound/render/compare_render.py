@@ -9,7 +9,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-HEADLINE_KEYS = ("certified_test_error_bound", "best_certified_test_error_bound")
+from tfbound.keys import TermKey
+
+HEADLINE_KEYS = (TermKey.CERTIFIED.value, TermKey.BEST.value)
 
 
 def num(value: float | None) -> str:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from tfbound.errors import InputError
+from tfbound.keys import Role, TermKey
 
 FORMATS = ("png", "svg", "pdf")
-PRIMARY = "certified_test_error_bound"
+PRIMARY = TermKey.CERTIFIED.value
 ERROR_QUANTITY = "downstream_test_error"
 
 _COMPONENT_COLORS = ["#4C72B0", "#DD8452", "#55A868", "#8172B3", "#937860", "#DA8BC3"]
@@ -98,7 +99,7 @@ def _layout(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, list[str
                 continue
             if term.get("quantity") != ERROR_QUANTITY:
                 add("other", key)
-            elif key in bounds and key.startswith("best_"):
+            elif key in bounds and bounds[key].get("role") == Role.HEADLINE:
                 add("best", key)
             elif key in bounds and term.get("status") == "certified":
                 add("certs", key)

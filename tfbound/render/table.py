@@ -8,6 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tfbound.keys import TermKey
 from tfbound.render.text import (
     excess_risk_terms,
     fmt,
@@ -81,7 +82,7 @@ def report_table(report: dict[str, Any]) -> RenderableType:
         parts.append(headline)
     held = [
         f"{k} = {fmt(terms[k]['value'])}"
-        for k in ("observed_test_error", "test_set_bound")
+        for k in (TermKey.OBSERVED_TEST_ERROR, TermKey.TEST_SET_BOUND)
         if k in terms
     ]
     if held:
@@ -105,7 +106,7 @@ def report_table(report: dict[str, Any]) -> RenderableType:
         parts.append(certs)
         parts.append(sources)
 
-    section2 = bounds.get("certified_test_error_bound")
+    section2 = bounds.get(TermKey.CERTIFIED)
     parts.append(
         _terms_table(
             "the section-2 bound term by term, and every other number",

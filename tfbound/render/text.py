@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfbound.keys import Role, TermKey, tightness_key
+
 
 def fmt(value: Any) -> str:
     if value is None:
@@ -32,14 +34,14 @@ EXCESS_RISK = "downstream_excess_risk"
 def excess_risk_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The excess-risk decomposition's terms (a different quantity: shown apart), by key."""
     terms: dict[str, dict[str, Any]] = report["terms"]
-    return [terms[k] for k in sorted(terms) if terms[k]["quantity"] == EXCESS_RISK]
+    return [terms[k] for k in sorted(terms) if terms[k].get("role") == Role.DECOMPOSITION]
 
 
 def ordered_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Terms in reading order: the certified bound's components first, then the rest by key
     (the excess-risk decomposition's terms are left to ``excess_risk_terms``)."""
     terms: dict[str, dict[str, Any]] = {
-        k: t for k, t in report["terms"].items() if t["quantity"] != EXCESS_RISK
+        k: t for k, t in report["terms"].items() if t.get("role") != Role.DECOMPOSITION
     }
     first: list[str] = []
     for total in report["bounds"].values():
@@ -50,11 +52,12 @@ def ordered_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 #: Reading order of the certificates: the best first, then each route, then the Gibbs bound.
 CERTIFICATE_ORDER = (
-    "best_certified_test_error_bound",
-    "disagreement_bound",
-    "pac_bayes_deterministic_bound",
-    "certified_test_error_bound",
-    "pac_bayes_gibbs_bound",
+    TermKey.BEST,
+    TermKey.DISAGREEMENT,
+    TermKey.PAC_BAYES_DETERMINISTIC,
+    TermKey.CERTIFIED,
+    TermKey.FINETUNED,
+    TermKey.PAC_BAYES_GIBBS,
 )
 
 
@@ -68,10 +71,5 @@ def ordered_bounds(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def tightness_of(report: dict[str, Any], key: str) -> Any:
     """The held-out tightness term that belongs to a certificate, or None."""
-    terms = report["terms"]
-    if key == "certified_test_error_bound":
-        name = "tightness"
-    else:
-        name = "tightness_" + key.removesuffix("_bound").removesuffix("_test_error")
-    term = terms.get(name)
+    term = report["terms"].get(tightness_key(key))
     return None if term is None else term["value"]
