@@ -53,6 +53,7 @@ from tfbound.bounds.tight import (
 from tfbound.config import Config, load_config
 from tfbound.features import ProgressFn
 from tfbound.io.digest import sha256_file
+from tfbound.keys import TermKey
 from tfbound.measures.network import ROUNDING, Affine
 from tfbound.measures.rirc import RircEstimate, rirc_linear
 from tfbound.models.heads import LinearHead, MLPHead
@@ -197,8 +198,8 @@ def _decomposition_inputs(
     transfer: TransferInput | None,
 ) -> DecompositionInputs:
     """What the decomposition (bound-spec 6.2) reads of this estimate."""
-    rirc = next((t for t in out.terms if t.key == "rirc"), None)
-    held = next((t for t in out.terms if t.key == "pretext_heldout_risk"), None)
+    rirc = next((t for t in out.terms if t.key == TermKey.RIRC), None)
+    held = next((t for t in out.terms if t.key == TermKey.PRETEXT_HELDOUT_RISK), None)
     need_hash = transfer is not None and transfer.encoder_sha256 is not None
     return DecompositionInputs(
         n=n,
@@ -376,7 +377,7 @@ def _heldout(
     m_test = int(test.y.shape[0])
     held = heldout_terms(errors, m_test, budget.share("test_set"))
     out.terms += held
-    certified = next((t for t in out.bounds if t.key == "certified_test_error_bound"), None)
+    certified = next((t for t in out.bounds if t.key == TermKey.CERTIFIED), None)
     if certified is not None and certified.value is not None:
         out.terms.append(tightness_term(certified.value, held[1].value or 0.0))
     if pac is not None and test_pass.features is not None:
@@ -454,7 +455,7 @@ def _best(
     best = best_certificate(bounds, sum(shares.values()), shares)
     bounds.insert(0, best)
     if splits.test is not None:
-        tsb = next(t for t in terms if t.key == "test_set_bound").value or 0.0
+        tsb = next(t for t in terms if t.key == TermKey.TEST_SET_BOUND).value or 0.0
         terms += tightness_terms([best], tsb)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfbound.keys import TermKey
 from tfbound.render.text import (
     excess_risk_terms,
     fmt,
@@ -38,7 +39,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     terms = report["terms"]
     held = [
         f"{k}: {fmt(terms[k]['value'])}"
-        for k in ("observed_test_error", "test_set_bound")
+        for k in (TermKey.OBSERVED_TEST_ERROR, TermKey.TEST_SET_BOUND)
         if k in terms
     ]
     if held:

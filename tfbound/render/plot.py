@@ -105,7 +105,10 @@ def _layout(reports: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, list[str
                 add("certs", key)
             else:
                 add("checks", key)
-    preferred = ["test_set_bound", "observed_test_error"]  # the held-out checks first
+    preferred = [
+        TermKey.TEST_SET_BOUND.value,
+        TermKey.OBSERVED_TEST_ERROR.value,
+    ]  # the held-out checks first
     checks = out["checks"]
     out["checks"] = [k for k in preferred if k in checks] + [
         k for k in checks if k not in preferred
