@@ -142,7 +142,7 @@ def test_inspect_json_is_read_as_layer_rows(tmp_path: Path) -> None:
     def inspect(v: float) -> dict[str, Any]:
         norm = {"value": v, "status": "certified", "method": "gram_eigvalsh"}
         row = {"name": "net.0", "kind": "linear", "n_params": 8, "spectral_norm": norm}
-        return {"kind": "tfbound.inspect", "schema_version": 1, "layers": [row]}
+        return {"kind": "tfbound.inspect", "schema_version": SCHEMA_VERSION, "layers": [row]}
 
     a = read_report(write(tmp_path, "a.json", inspect(2.0)))
     b = read_report(write(tmp_path, "b.json", inspect(3.0)))

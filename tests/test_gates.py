@@ -494,7 +494,7 @@ def inspect_json(spectral: dict[str, float | None]) -> dict[str, Any]:
     """The shape of ``tfbound inspect --format json``: measures as {value, status, method}."""
     return {
         "kind": "tfbound.inspect",
-        "schema_version": 1,
+        "schema_version": "2.0",
         "layers": [
             {
                 "name": name,
@@ -521,6 +521,6 @@ def test_layer_gates_on_an_inspect_json(tmp_path: Path) -> None:
     term_gate = gates_file(tmp_path, {"capacity_ratio": "<= 1"})
     code, _, err = run("check", str(path), "--gates", term_gate)
     assert code == 3 and "no term 'capacity_ratio'" in err
-    path.write_text(json.dumps({**inspect_json({}), "schema_version": 2}))
+    path.write_text(json.dumps({**inspect_json({}), "schema_version": "3.0"}))
     code, _, err = run("check", str(path), "--gates", ok)
-    assert code == 3 and "inspect schema version 2 cannot be read" in err
+    assert code == 3 and "inspect schema version 3.0 cannot be read" in err

@@ -34,6 +34,7 @@ from tfbound.render.inspect_render import (
     inspect_table,
     sorted_layers,
 )
+from tfbound.report import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -351,7 +352,7 @@ def test_table_and_markdown_render_hand_made_data() -> None:
 def test_json_is_sorted_plain_and_complete() -> None:
     res = _hand_made()
     body = inspect_json(res)
-    assert body["schema_version"] == 1 and body["kind"] == "tfbound.inspect"
+    assert body["schema_version"] == SCHEMA_VERSION and body["kind"] == "tfbound.inspect"
     text = json.dumps(body, allow_nan=False)
     assert json.loads(text) == body
 

@@ -98,7 +98,7 @@ def test_plot_usage_and_input_errors(reports: list[str], tmp_path: Path) -> None
     code, _, err = run("plot", str(bad), "-o", str(out))
     assert code == 3 and "not a tfbound report" in err
     inspect = tmp_path / "inspect.json"
-    inspect.write_text('{"kind": "tfbound.inspect", "schema_version": 1, "layers": []}')
+    inspect.write_text('{"kind": "tfbound.inspect", "schema_version": "2.0", "layers": []}')
     code, _, err = run("plot", str(inspect), "-o", str(out))
     assert code == 3 and "no terms to draw" in err
     code, _, err = run("plot", reports[0], "-o", str(tmp_path / "none" / "x.png"))

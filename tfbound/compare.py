@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tfbound.keys import TermKey
-from tfbound.report import Report
+from tfbound.report import Report, envelope
 from tfbound.report import read_report as read_typed_report
 
 SECTIONS = ("bounds", "terms")
@@ -104,7 +104,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "compare",
+            **envelope("compare"),
             "base": self.base_label,
             "cand": self.cand_label,
             "deltas": [d.to_dict() for d in self.deltas],

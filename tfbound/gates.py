@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from tfbound.errors import InputError, UsageError
+from tfbound.report import envelope
 
 LAYERS_PREFIX = "layers."
 
@@ -253,7 +254,7 @@ class GateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "check",
+            **envelope("check"),
             "passed": self.passed,
             "n_gates": len(self.results),
             "n_failed": self.n_failed,

@@ -81,6 +81,13 @@ class Report:
         return out
 
 
+def envelope(kind: str) -> dict[str, str]:
+    """The envelope every JSON output of tfbound starts with: ``schema_version`` (of the one
+    report schema), ``tfbound_version`` and ``kind`` (estimate, check, compare, tfbound.inspect,
+    transfer, pretrain)."""
+    return {"schema_version": SCHEMA_VERSION, "tfbound_version": __version__, "kind": kind}
+
+
 def to_json(data: Mapping[str, Any]) -> str:
     """Stable JSON text: sorted keys, two-space indent, trailing newline, NaN refused."""
     return json.dumps(data, sort_keys=True, indent=2, allow_nan=False) + "\n"
@@ -156,9 +163,8 @@ def report_schema() -> dict[str, Any]:
 # Reading saved reports: the one door through which check, compare and plot read JSON
 
 #: ``tfbound inspect --format json``: layer rows and no terms, read so that layer gates and layer
-#: comparisons work on it (its own schema, major version 1).
+#: comparisons work on it (the same envelope and schema version).
 INSPECT_KIND = "tfbound.inspect"
-INSPECT_MAJOR = "1"
 #: The largest report read (a report is tens of kilobytes; a large inspect JSON a few MB).
 MAX_REPORT_BYTES = 64 << 20
 _ENVELOPE = ("schema_version", "tfbound_version", "kind", "config", "model", "data", "deltas",
@@ -276,10 +282,10 @@ def _check_layers(layers: Any, path: str | Path | None) -> None:
 
 def _inspect_from_dict(data: dict[str, Any], path: str | Path | None) -> Report:
     version = str(data.get("schema_version"))[:20]
-    if _major(version) != INSPECT_MAJOR:
+    if _major(version) != _major(SCHEMA_VERSION):
         raise InputError(
             f"inspect schema version {version} cannot be read by this tfbound "
-            f"(it reads {INSPECT_MAJOR}.x)",
+            f"(it reads {_major(SCHEMA_VERSION)}.x); re-run 'tfbound inspect' with this version",
             path=path,
         )
     layers = data.get("layers")

@@ -20,8 +20,8 @@ from tfbound.errors import UsageError
 from tfbound.inspect import InspectResult
 from tfbound.measures.norms import NormValue, weakest_status
 from tfbound.render.text import fmt
+from tfbound.report import envelope
 
-SCHEMA_VERSION = 1
 SORT_KEYS = (
     "name",
     "spectral_norm",
@@ -310,7 +310,5 @@ def _plain(obj: Any) -> Any:
 
 def inspect_json(result: InspectResult) -> dict[str, Any]:
     """The whole result as a JSON-ready dict with sorted keys and plain floats (versioned)."""
-    body = _plain(result)
-    body["kind"] = "tfbound.inspect"
-    body["schema_version"] = SCHEMA_VERSION
+    body = {**_plain(result), **envelope("tfbound.inspect")}
     return {k: body[k] for k in sorted(body)}
