@@ -233,6 +233,18 @@ def _evaluate(gates: Any, data: dict[str, Any], base: dict[str, Any] | None) -> 
     return result
 
 
+def _conclude_gates(verdicts: dict[str, Any], junit: Path | None, source: str) -> None:
+    """The end of every gate flow (``estimate --gate`` and ``check``): JUnit, then exit 1 when a
+    gate failed."""
+    if junit is not None:
+        from tfbound.io.atomic import write_text_atomic
+        from tfbound.render.junit import gates_junit
+
+        write_text_atomic(junit, gates_junit(verdicts, source=source))
+    if not verdicts["passed"]:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
 def finish(
     data: dict[str, Any],
     fmt: OutputFormat,
@@ -251,9 +263,7 @@ def finish(
     """
     from rich.console import Group
 
-    from tfbound.io.atomic import write_text_atomic
     from tfbound.render.gates_render import gates_markdown, gates_table
-    from tfbound.render.junit import gates_junit
 
     _check_output_folders(json_path, markdown_path, junit)
     if verdicts is None:
@@ -271,11 +281,8 @@ def finish(
     emit(data, fmt, json_path, markdown_path, table_with_gates, markdown_with_gates)
     if fmt is OutputFormat.json:
         _stderr().print(gates_table(v))
-    if junit is not None:
-        write_text_atomic(junit, gates_junit(v, source=source))
     append_step_summary(markdown_with_gates(data))
-    if not v["passed"]:
-        raise typer.Exit(EXIT_GATE_FAILED)
+    _conclude_gates(v, junit, source)
 
 
 @app.command()
@@ -387,36 +394,6 @@ def _is_config(path: Path) -> bool:
     return path.suffix in (".yaml", ".yml")
 
 
-def _inspect_config(
-    path: Path,
-    reference: Path | None,
-    heads: int | None,
-    strict: bool,
-    spectral: str,
-    progress: Callable[[str, int, int], None] | None,
-) -> Any:
-    """Build the encoder and head of a tfbound.yaml and inspect them as modules."""
-    import numpy as np
-    import torch
-
-    from tfbound.config import load_config
-    from tfbound.inspect import inspect_module, merge_results
-    from tfbound.models.build import build_head, build_module, feature_dim_of
-    from tfbound.pipeline.stages import data_loaders as _loaders
-
-    cfg = load_config(path)
-    encoder = build_module(cfg.encoder)
-    load_lab, _ = _loaders(cfg)
-    train = load_lab(cfg.data.downstream_train)
-    example = torch.from_numpy(np.asarray(train.x[:1], dtype=np.float32))
-    head = build_head(cfg.head, feature_dim_of(encoder, example))
-    ref = reference if reference is not None else cfg.encoder.reference
-    common: dict[str, Any] = {"heads": heads, "strict": strict, "spectral": spectral}
-    enc = inspect_module(encoder, reference=ref, example_input=example, progress=progress, **common)
-    hd = inspect_module(head, progress=progress, **common)
-    return merge_results([("encoder", enc), ("head", hd)], source=str(cfg.path))
-
-
 @app.command()
 @handle_errors
 def inspect(
@@ -492,7 +469,9 @@ def inspect(
     _check_output_folders(json_path, markdown_path)
     with _progress(not quiet) as progress:
         if _is_config(checkpoint):
-            result = _inspect_config(checkpoint, reference, heads, strict, spectral.value, progress)
+            from tfbound.pipeline.inspect_config import inspect_config
+
+            result = inspect_config(checkpoint, reference, heads, strict, spectral.value, progress)
         else:
             result = inspect_checkpoint(
                 checkpoint,
@@ -550,14 +529,8 @@ def check(
     if baseline is not None:
         verdicts["baseline"] = str(baseline)
     _check_output_folders(json_path, markdown_path, junit)
-    if junit is not None:
-        from tfbound.io.atomic import write_text_atomic
-        from tfbound.render.junit import gates_junit
-
-        write_text_atomic(junit, gates_junit(verdicts, source=str(report)))
     finish(verdicts, fmt, json_path, markdown_path, gates_table, gates_markdown)
-    if not verdicts["passed"]:
-        raise typer.Exit(EXIT_GATE_FAILED)
+    _conclude_gates(verdicts, junit, str(report))
 
 
 @app.command()
