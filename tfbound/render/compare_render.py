@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tfbound.keys import TermKey
+from tfbound.render.text import md_cell
 
 HEADLINE_KEYS = (TermKey.CERTIFIED.value, TermKey.BEST.value)
 
@@ -79,12 +80,8 @@ def compare_table(data: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def compare_markdown(data: dict[str, Any]) -> str:
-    lines = [f"## tfbound compare: {_cell(data['base'])} → {_cell(data['cand'])}", ""]
+    lines = [f"## tfbound compare: {md_cell(data['base'])} → {md_cell(data['cand'])}", ""]
     lines += [f"**{line}**  " for line in _headlines(data)] + [""]
     lines += [
         "| key | base | cand | change | relative | status | note |",
@@ -94,9 +91,9 @@ def compare_markdown(data: dict[str, Any]) -> str:
         lines.append(
             f"| `{row['key']}` | {num(row['base'])} | {num(row['cand'])} | "
             f"{signed(row['absolute'])} | {percent(row)} | {row['status'] or ''} | "
-            f"{_cell(row['note'])} |"
+            f"{md_cell(row['note'])} |"
         )
     if data["notes"]:
         lines.append("")
-        lines += [f"> note: {_cell(n)}  " for n in data["notes"]]
+        lines += [f"> note: {md_cell(n)}  " for n in data["notes"]]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tfbound.render.text import md_cell
+
 
 def fmt(value: float | None) -> str:
     """Six significant digits: enough to see why a value just above its threshold fails."""
@@ -63,10 +65,6 @@ def gates_table(data: dict[str, Any]) -> RenderableType:
     return Group(head, table)
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def gates_markdown(data: dict[str, Any], title: str = "tfbound check") -> str:
     ok = data["n_failed"] == 0
     mark = "✅" if ok else "❌"
@@ -78,11 +76,11 @@ def gates_markdown(data: dict[str, Any], title: str = "tfbound check") -> str:
     align = ["---", "---", "---:", "---:"] + (["---:"] if baseline else []) + ["---", "---"]
     lines.append("|" + "|".join(align) + "|")
     for g in data["gates"]:
-        cells = [f"`{g['gate']}`", f"`{_cell(g['condition'])}`", fmt(g["value"])]
+        cells = [f"`{g['gate']}`", f"`{md_cell(g['condition'])}`", fmt(g["value"])]
         cells.append(fmt(g["threshold"]))
         if baseline:
             cells.append(fmt(g["baseline"]) if g["mode"] != "absolute" else "")
         cells.append("✅ pass" if g["passed"] else "❌ **fail**")
-        cells.append(_cell(_note(g)))
+        cells.append(md_cell(_note(g)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from tfbound.adapters.base import HeadRow, LayerRow
 from tfbound.errors import UsageError
 from tfbound.inspect import InspectResult
 from tfbound.measures.norms import NormValue, weakest_status
-from tfbound.render.text import fmt
+from tfbound.render.text import fmt, md_cell
 from tfbound.report import envelope
 
 SORT_KEYS = (
@@ -231,10 +231,6 @@ def inspect_heads_table(
     return table
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def inspect_markdown(result: InspectResult, sort: str | None = None, top: int | None = None) -> str:
     """Markdown: totals, the layer table, the head table, skipped parameters and notes."""
     rows = sorted_layers(result, sort, top)
@@ -262,7 +258,7 @@ def inspect_markdown(result: InspectResult, sort: str | None = None, top: int | 
         if with_ref:
             cells.append(fmt(_value(r.distance_to_reference)))
         cells.append(_row_status(r))
-        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
     heads = sorted_heads(result, sort, top)
     if heads:
         lines += [
@@ -281,12 +277,12 @@ def inspect_markdown(result: InspectResult, sort: str | None = None, top: int | 
     if result.skipped:
         lines += ["", "### skipped", ""]
         lines += [
-            f"- `{s.name}` ({_shape(s.shape)}, {s.dtype}): {_md_cell(s.reason)}"
+            f"- `{s.name}` ({_shape(s.shape)}, {s.dtype}): {md_cell(s.reason)}"
             for s in result.skipped
         ]
     if result.notes:
         lines += ["", "### notes", ""]
-        lines += [f"- {_md_cell(n)}" for n in result.notes]
+        lines += [f"- {md_cell(n)}" for n in result.notes]
     return "\n".join(lines) + "\n"
 
 

@@ -9,20 +9,17 @@ from tfbound.render.text import (
     excess_risk_terms,
     fmt,
     fmt_interval,
+    md_cell,
     ordered_bounds,
     ordered_terms,
     tightness_of,
 )
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _term_row(term: dict[str, Any]) -> str:
     return (
         f"| `{term['key']}` | {fmt(term['value'])} | {fmt_interval(term)} | {term['status']} "
-        f"| {term['quantity']} | {_cell(term['formula'])} |"
+        f"| {term['quantity']} | {md_cell(term['formula'])} |"
     )
 
 
@@ -54,7 +51,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| `{total['key']}` | {fmt(total['value'])} | {fmt(total.get('confidence'))} "
                 f"| {fmt(tightness_of(report, total['key']))} | {total['quantity']} "
-                f"| {_cell(total['formula'])} |"
+                f"| {md_cell(total['formula'])} |"
             )
     lines += [
         "",

@@ -7,6 +7,11 @@ from typing import Any
 from tfbound.keys import Role, TermKey, tightness_key
 
 
+def md_cell(text: Any) -> str:
+    """``text`` as one markdown table cell: pipes escaped, newlines folded (the one escaper)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def fmt(value: Any) -> str:
     if value is None:
         return "n/a"

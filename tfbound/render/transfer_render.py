@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tfbound.errors import InputError
-from tfbound.render.text import fmt, fmt_interval
+from tfbound.render.text import fmt, fmt_interval, md_cell
 
 #: beta values shown from the envelope grid in the table and the markdown.
 ENVELOPE_SHOWN = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -200,10 +200,6 @@ def transfer_table(report: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def transfer_markdown(report: dict[str, Any]) -> str:
     fam = report.get("family", {})
     ref = report.get("reference", {})
@@ -221,12 +217,12 @@ def transfer_markdown(report: dict[str, Any]) -> str:
         eu, eu_iv = _excess(m["e_u"])
         et, et_iv = _excess(m["e_t"])
         lines.append(
-            f"| {_cell(m['name'])} | {m['run']} | {_member_where(m)} | "
+            f"| {md_cell(m['name'])} | {m['run']} | {_member_where(m)} | "
             f"{fmt(m['pretext_risk_estimate_part'])} | {eu} | {eu_iv} | "
             f"{fmt(m['probe_heldout_risk'])} | {et} | {et_iv} | {_status(m)} |"
         )
     lines += ["", "### Fit", ""]
-    lines += [f"- {_cell(line)}" for line in fit_lines(report)]
+    lines += [f"- {md_cell(line)}" for line in fit_lines(report)]
     lines += ["", "### Terms", "", "| key | value | interval | status | formula |"]
     lines.append("|---|---:|---|---|---|")
     for key, term in ordered_transfer_terms(report):
@@ -234,7 +230,7 @@ def transfer_markdown(report: dict[str, Any]) -> str:
         value = fmt(term["value"]) + (f" (p = {fmt(p)})" if p is not None else "")
         lines.append(
             f"| `{key}` | {value} | {fmt_interval(term)} | {term['status']} | "
-            f"{_cell(term['formula'])} |"
+            f"{md_cell(term['formula'])} |"
         )
     lines.append("")
     lines += [f"> warning: {w}" for w in report.get("warnings", [])]
