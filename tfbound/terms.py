@@ -8,6 +8,7 @@ the user; ``proxy`` is a capacity number with an unverified constant (ranking an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,14 +80,23 @@ class Term:
 
 
 def to_plain(value: Any) -> Any:
-    """Plain JSON data: mappings with sorted string keys, lists, non-finite floats as None."""
+    """Plain JSON data (the one converter): dataclasses and mappings as dicts with sorted string
+    keys, tuples as lists, non-finite floats as None, numpy scalars as Python numbers, anything
+    else unknown as its ``str``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in sorted(value.items())}
     if isinstance(value, list | tuple):
         return [to_plain(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    item = getattr(value, "item", None)  # a numpy scalar
+    if callable(item):
+        return to_plain(item())
+    return str(value)
 
 
 _TERM_FIELDS = frozenset(

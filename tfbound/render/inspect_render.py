@@ -5,8 +5,6 @@ They format and order the numbers of the result; they never compute a norm.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +19,7 @@ from tfbound.inspect import InspectResult
 from tfbound.measures.norms import NormValue, weakest_status
 from tfbound.render.text import fmt, md_cell
 from tfbound.report import envelope
+from tfbound.terms import to_plain
 
 SORT_KEYS = (
     "name",
@@ -286,25 +285,7 @@ def inspect_markdown(result: InspectResult, sort: str | None = None, top: int | 
     return "\n".join(lines) + "\n"
 
 
-def _plain(obj: Any) -> Any:
-    """Dataclasses, tuples and floats as JSON values: dicts with sorted keys, lists, finite floats
-    (a non-finite float becomes None)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _plain({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
-    if isinstance(obj, dict):
-        return {str(k): _plain(obj[k]) for k in sorted(obj)}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj) if math.isfinite(obj) else None
-    return str(obj)
-
-
 def inspect_json(result: InspectResult) -> dict[str, Any]:
     """The whole result as a JSON-ready dict with sorted keys and plain floats (versioned)."""
-    body = {**_plain(result), **envelope("tfbound.inspect")}
+    body = {**to_plain(result), **envelope("tfbound.inspect")}
     return {k: body[k] for k in sorted(body)}
