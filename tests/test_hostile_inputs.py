@@ -390,3 +390,13 @@ def test_labeled_split_of_n_at_most_1_is_refused(tiny: Path, n: int) -> None:
     _point_train_at(tiny, data)
     err = _exit_3_one_line(_invoke("estimate", str(tiny)))
     assert "train_x" in err
+
+
+def test_estimate_json_onto_a_symlink_writes_its_target(tiny: Path) -> None:
+    real = tiny.parent / "reports" / "r.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tiny.parent / "r.json"
+    link.symlink_to(real)
+    assert _invoke("estimate", str(tiny), "--json", str(link)).exit_code == 0
+    assert link.is_symlink() and json.loads(real.read_text())["schema_version"].startswith("2.")
