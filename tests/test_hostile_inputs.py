@@ -400,3 +400,37 @@ def test_estimate_json_onto_a_symlink_writes_its_target(tiny: Path) -> None:
     link.symlink_to(real)
     assert _invoke("estimate", str(tiny), "--json", str(link)).exit_code == 0
     assert link.is_symlink() and json.loads(real.read_text())["schema_version"].startswith("2.")
+
+
+def test_npz_member_without_the_npy_suffix_is_checked_too(tiny: Path) -> None:
+    bomb = tiny.parent / "bare.npz"
+    with zipfile.ZipFile(bomb, "w") as zf:  # np.load also reads a member named plainly 'train_x'
+        zf.writestr("train_x", _npy_bytes((10**12, 10**3), payload=b"\0" * 64))
+        zf.writestr("train_y.npy", _npy_bytes((3,), "<i8", b"\0" * 24))
+    _point_train_at(tiny, bomb)
+    assert "forged header" in _exit_3_one_line(_invoke("estimate", str(tiny)))
+
+
+def test_a_test_split_of_one_example_is_refused(tiny: Path) -> None:
+    data = tiny.parent / "one.npz"
+    np.savez(data, test_x=np.ones((1, 16), np.float32), test_y=np.ones(1, np.int64))
+    split = {"path": str(data), "x": "test_x", "y": "test_y"}
+    _edit(tiny, lambda c: c["data"].update(downstream_test=split))
+    assert "at least 2" in _exit_3_one_line(_invoke("estimate", str(tiny)))
+
+
+def test_the_labeled_loader_of_every_encoder_refuses_one_example(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfbound.config import ArraySource, load_config
+    from tfbound.errors import DataError
+    from tfbound.io.datasets import LabeledArrays
+    from tfbound.pipeline import stages
+
+    cfg = load_config(tiny)
+    source = ArraySource(tiny.parent / "data.npz", "train_x", "train_y")
+    one = LabeledArrays(np.ones((1, 16), np.float32), np.ones(1), source)
+    monkeypatch.setattr(stages, "load_labeled", lambda s: one)  # a loader that lets n = 1 by
+    load_lab, _ = stages.data_loaders(cfg)
+    with pytest.raises(DataError, match="at least 2"):
+        load_lab(source)

@@ -103,15 +103,17 @@ def check_safetensors_header(path: Path) -> None:
         try:
             begin, end = (int(v) for v in entry["data_offsets"])
             shape = [int(d) for d in entry["shape"]]
-            item = _DTYPE_BYTES.get(str(entry["dtype"]), 8)
+            item = _DTYPE_BYTES.get(str(entry["dtype"]), 0)  # 0: a dtype this table lacks
         except (KeyError, TypeError, ValueError) as exc:
             bad = ValueError(f"bad entry for tensor {str(name)[:80]!r}")
             raise _bad_safetensors(path, bad) from exc
-        claimed = item
-        for d in shape:
-            if d < 0:
-                raise _bad_safetensors(path, ValueError(f"negative shape in {str(name)[:80]!r}"))
+        if any(d < 0 for d in shape):
+            raise _bad_safetensors(path, ValueError(f"negative shape in {str(name)[:80]!r}"))
+        claimed = 0 if 0 in shape else max(item, 1)
+        for d in shape if claimed else ():
             claimed *= d
+            if claimed > 1 << 64:  # already more than any file; stop multiplying
+                break
         shown = str(name)[:80]
         if not 0 <= begin <= end <= data_bytes:
             raise CheckpointError(
@@ -119,7 +121,9 @@ def check_safetensors_header(path: Path) -> None:
                 "data bytes (truncated or forged header)",
                 path=path,
             )
-        if claimed != end - begin:
+        if item == 0:
+            claimed = end - begin  # a sub-byte or new dtype: safetensors checks its size
+        elif claimed != end - begin:
             raise CheckpointError(
                 f"tensor {shown!r} claims shape {tuple(shape[:8])} ({claimed} bytes) but its data "
                 f"range holds {end - begin} bytes (truncated or forged header)",

@@ -66,10 +66,11 @@ def _check_claim(
 
 def _check_npz_member(path: Path, key: str) -> None:
     with zipfile.ZipFile(path) as zf:
-        try:
-            info = zf.getinfo(f"{key}.npy")
-        except KeyError:
+        names = set(zf.namelist())
+        member = f"{key}.npy" if f"{key}.npy" in names else key  # np.load reads either
+        if member not in names:
             return  # np.load names the missing key
+        info = zf.getinfo(member)
         with zf.open(info) as fh:
             shape, dtype = _npy_header(fh, path, key)
             header_len = fh.tell()
