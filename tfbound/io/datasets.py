@@ -44,9 +44,16 @@ def _npy_header(fh: object, path: Path, key: str) -> tuple[tuple[int, ...], np.d
 
 
 def _check_claim(
-    shape: tuple[int, ...], dtype: np.dtype, available: int, path: Path, key: str
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    available: int,
+    path: Path,
+    key: str,
+    *,
+    budget: bool = True,
 ) -> None:
-    """Refuse a header whose shape x itemsize exceeds the bytes present or the memory budget."""
+    """Refuse a header whose shape x itemsize exceeds the bytes present or (``budget``) the
+    memory budget."""
     if dtype.hasobject:
         raise DataError(f"array '{key}' holds Python objects (refused)", path=path)
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -56,7 +63,7 @@ def _check_claim(
             f"{available} bytes (truncated or forged header)",
             path=path,
         )
-    if claimed > MEMORY_BUDGET_BYTES:
+    if budget and claimed > MEMORY_BUDGET_BYTES:
         raise DataError(
             f"array '{key}' needs {claimed} bytes, over the memory budget of "
             f"{MEMORY_BUDGET_BYTES} bytes",
@@ -81,7 +88,8 @@ def _check_npy(path: Path, key: str) -> None:
     with path.open("rb") as fh:
         shape, dtype = _npy_header(fh, path, key)
         header_len = fh.tell()
-    _check_claim(shape, dtype, path.stat().st_size - header_len, path, key)
+    # memory-mapped, not read whole: the bytes must be on disk, the budget does not apply
+    _check_claim(shape, dtype, path.stat().st_size - header_len, path, key, budget=False)
 
 
 @dataclass(frozen=True)
