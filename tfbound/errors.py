@@ -35,6 +35,10 @@ class DataError(InputError):
     """A data file is missing, empty, non-finite, or has labels that are not binary (exit 3)."""
 
 
+class TrainingError(InputError):
+    """Training diverged: a non-finite loss or non-finite weights (exit 3; bad data or settings)."""
+
+
 class UsageError(TfboundError):
     """The command line itself is wrong (exit 2)."""
 

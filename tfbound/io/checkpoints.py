@@ -67,6 +67,76 @@ def _bad_safetensors(path: Path, exc: BaseException) -> CheckpointError:
     )
 
 
+#: the most bytes one tensor may claim, and the largest safetensors header read
+MEMORY_BUDGET_BYTES = 8 * 2**30
+_MAX_HEADER_BYTES = 100 * 2**20
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "U16": 2, "I16": 2, "F16": 2,
+    "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8,
+}  # fmt: skip
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Refuse a safetensors file whose header claims bytes it does not hold or over the budget.
+
+    Read before the file is opened: the 8-byte header length, the JSON header, then each tensor's
+    ``data_offsets`` against the file size, its shape x dtype size, and ``MEMORY_BUDGET_BYTES``.
+    """
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) != 8:
+                raise ValueError("shorter than its 8-byte header length")
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, _MAX_HEADER_BYTES):
+                raise ValueError(f"header length {n} exceeds the file or {_MAX_HEADER_BYTES}")
+            header = json.loads(fh.read(n).decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise _bad_safetensors(path, exc) from exc
+    data_bytes = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(v) for v in entry["data_offsets"])
+            shape = [int(d) for d in entry["shape"]]
+            item = _DTYPE_BYTES.get(str(entry["dtype"]), 0)  # 0: a dtype this table lacks
+        except (KeyError, TypeError, ValueError) as exc:
+            bad = ValueError(f"bad entry for tensor {str(name)[:80]!r}")
+            raise _bad_safetensors(path, bad) from exc
+        if any(d < 0 for d in shape):
+            raise _bad_safetensors(path, ValueError(f"negative shape in {str(name)[:80]!r}"))
+        claimed = 0 if 0 in shape else max(item, 1)
+        for d in shape if claimed else ():
+            claimed *= d
+            if claimed > 1 << 64:  # already more than any file; stop multiplying
+                break
+        shown = str(name)[:80]
+        if not 0 <= begin <= end <= data_bytes:
+            raise CheckpointError(
+                f"tensor {shown!r} claims bytes [{begin}, {end}) but the file holds {data_bytes} "
+                "data bytes (truncated or forged header)",
+                path=path,
+            )
+        if item == 0:
+            claimed = end - begin  # a sub-byte or new dtype: safetensors checks its size
+        elif claimed != end - begin:
+            raise CheckpointError(
+                f"tensor {shown!r} claims shape {tuple(shape[:8])} ({claimed} bytes) but its data "
+                f"range holds {end - begin} bytes (truncated or forged header)",
+                path=path,
+            )
+        if claimed > MEMORY_BUDGET_BYTES:
+            raise CheckpointError(
+                f"tensor {shown!r} needs {claimed} bytes, over the memory budget of "
+                f"{MEMORY_BUDGET_BYTES} bytes",
+                path=path,
+            )
+
+
 def _index_shards(index: Path) -> dict[str, Path]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
@@ -139,6 +209,7 @@ class SafetensorsReader:
         self._entries: list[tuple[str, tuple[int, ...], str]] = []
         shards = files.shards
         for path in files.files:
+            check_safetensors_header(path)
             try:
                 handle = stack.enter_context(safe_open(str(path), framework="pt"))
                 names = list(handle.keys())
@@ -205,7 +276,9 @@ def load_torch_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
         ) from exc
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(
-            f"not a readable PyTorch checkpoint (truncated or corrupt): {_first_line(exc)}", path=p
+            "not a readable PyTorch checkpoint (truncated or corrupt): "
+            f"{type(exc).__name__}: {_first_line(exc)}",
+            path=p,
         ) from exc
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:

@@ -17,6 +17,80 @@ import torch
 from tfbound.config import ArraySource
 from tfbound.errors import DataError
 
+#: the most bytes one array may claim (its header's shape x itemsize) before it is read
+MEMORY_BUDGET_BYTES = 8 * 2**30
+#: input arrays: what an encoder reads (float16/bfloat16 lose too much; ints and bools are codes)
+INPUT_DTYPES = ("float32", "float64")
+#: label arrays: binary values in any of these kinds
+LABEL_KINDS = "biuf"
+
+
+def _npy_header(fh: object, path: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an .npy header (the data is not read)."""
+    from numpy.lib import format as npy_format
+
+    try:
+        version = npy_format.read_magic(fh)  # type: ignore[arg-type]
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(fh)  # type: ignore[arg-type]
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = npy_format.read_array_header_2_0(fh)  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read array '{key}': bad .npy header: {msg}", path=path) from exc
+    return tuple(int(s) for s in shape), np.dtype(dtype)
+
+
+def _check_claim(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    available: int,
+    path: Path,
+    key: str,
+    *,
+    budget: bool = True,
+) -> None:
+    """Refuse a header whose shape x itemsize exceeds the bytes present or (``budget``) the
+    memory budget."""
+    if dtype.hasobject:
+        raise DataError(f"array '{key}' holds Python objects (refused)", path=path)
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > available:
+        raise DataError(
+            f"array '{key}' claims shape {shape[:8]} ({claimed} bytes) but the file holds "
+            f"{available} bytes (truncated or forged header)",
+            path=path,
+        )
+    if budget and claimed > MEMORY_BUDGET_BYTES:
+        raise DataError(
+            f"array '{key}' needs {claimed} bytes, over the memory budget of "
+            f"{MEMORY_BUDGET_BYTES} bytes",
+            path=path,
+        )
+
+
+def _check_npz_member(path: Path, key: str) -> None:
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        member = f"{key}.npy" if f"{key}.npy" in names else key  # np.load reads either
+        if member not in names:
+            return  # np.load names the missing key
+        info = zf.getinfo(member)
+        with zf.open(info) as fh:
+            shape, dtype = _npy_header(fh, path, key)
+            header_len = fh.tell()
+        _check_claim(shape, dtype, info.file_size - header_len, path, key)
+
+
+def _check_npy(path: Path, key: str) -> None:
+    with path.open("rb") as fh:
+        shape, dtype = _npy_header(fh, path, key)
+        header_len = fh.tell()
+    # memory-mapped, not read whole: the bytes must be on disk, the budget does not apply
+    _check_claim(shape, dtype, path.stat().st_size - header_len, path, key, budget=False)
+
 
 @dataclass(frozen=True)
 class LabeledArrays:
@@ -31,14 +105,25 @@ def _load_array(path: Path, key: str) -> np.ndarray:
     suffix = path.suffix
     try:
         if suffix == ".npy":
+            _check_npy(path, key)
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         elif suffix == ".npz":
+            _check_npz_member(path, key)
             with np.load(path, allow_pickle=False) as npz:
                 if key not in npz.files:
                     raise DataError(f"no array '{key}' (has: {', '.join(npz.files)})", path=path)
                 arr = npz[key]
         elif suffix in (".pt", ".pth"):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                raise
+            except Exception as exc:  # torch raises many types for a foreign or truncated file
+                raise DataError(
+                    f"cannot read array '{key}': not a readable PyTorch file (truncated or "
+                    f"corrupt): {type(exc).__name__}",
+                    path=path,
+                ) from exc
             if isinstance(obj, dict):
                 if key not in obj:
                     raise DataError(
@@ -47,7 +132,13 @@ def _load_array(path: Path, key: str) -> np.ndarray:
                 obj = obj[key]
             if not isinstance(obj, torch.Tensor):
                 raise DataError(f"'{key}' is not a tensor", path=path)
-            arr = obj.numpy()
+            if obj.dtype in (torch.bfloat16, torch.float16) or obj.is_complex():
+                raise DataError(
+                    f"array '{key}' has dtype {str(obj.dtype).removeprefix('torch.')}; "
+                    "save it as float32 or float64",
+                    path=path,
+                )
+            arr = obj.detach().cpu().numpy()
         else:
             raise DataError(
                 f"unsupported data format '{suffix}' (use .npz, .npy or .pt)", path=path
@@ -55,8 +146,23 @@ def _load_array(path: Path, key: str) -> np.ndarray:
     except DataError:
         raise
     except pickle.UnpicklingError as exc:
-        raise DataError("refused: loading this file would unpickle code", path=path) from exc
-    except (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+        msg = str(exc).strip()
+        if "weights_only" in msg or "Weights only" in msg:
+            raise DataError("refused: loading this file would unpickle code", path=path) from exc
+        raise DataError(f"cannot read array '{key}': not a PyTorch file", path=path) from exc
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        RuntimeError,
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        SyntaxError,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+    ) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"cannot read array '{key}': {msg}", path=path) from exc
     if arr.dtype.kind not in "biuf":
@@ -66,17 +172,34 @@ def _load_array(path: Path, key: str) -> np.ndarray:
     return arr
 
 
+def _check_input_dtype(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if arr.dtype.name not in INPUT_DTYPES:
+        raise DataError(
+            f"inputs '{key}' have dtype {arr.dtype}; tfbound reads float32 or float64 inputs "
+            "(convert them, e.g. x.astype('float32'))",
+            path=path,
+        )
+    return arr
+
+
 def load_inputs(source: ArraySource) -> np.ndarray:
-    """The input array ``(n, ...)``; not copied into memory for ``.npy`` files."""
-    return _load_array(source.path, source.x)
+    """The input array ``(n, ...)``, float32 or float64; not copied into memory for ``.npy``."""
+    return _check_input_dtype(_load_array(source.path, source.x), source.path, source.x)
 
 
 def load_labeled(source: ArraySource) -> LabeledArrays:
     """Inputs and binary labels mapped to {-1, +1}."""
     if source.y is None:
         raise DataError("a labeled split needs a label key 'y'", path=source.path)
-    x = _load_array(source.path, source.x)
+    x = _check_input_dtype(_load_array(source.path, source.x), source.path, source.x)
+    if x.shape[0] < 2:
+        raise DataError(
+            f"a labeled split needs at least 2 examples; '{source.x}' has {x.shape[0]}",
+            path=source.path,
+        )
     y_raw = np.asarray(_load_array(source.path, source.y))
+    if y_raw.dtype.kind not in LABEL_KINDS:
+        raise DataError(f"labels '{source.y}' have dtype {y_raw.dtype}", path=source.path)
     if y_raw.ndim != 1 or y_raw.shape[0] != x.shape[0]:
         raise DataError(
             f"labels '{source.y}' have shape {y_raw.shape}, inputs have {x.shape[0]} rows",

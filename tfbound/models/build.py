@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -16,8 +17,27 @@ from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.models.mlp import MLP, MLPEncoder
 from tfbound.models.vit import ViTEncoder
 
+#: the environment variable that lets a config's ``arch: factory`` import and run user code
+ALLOW_CODE_ENV = "TFBOUND_ALLOW_CODE"
+_allow_code: list[bool] = [False]
+
+
+def allow_code(flag: bool = True) -> None:
+    """Let ``arch: factory`` import user code (the CLI's ``--allow-code``); off by default."""
+    _allow_code[0] = bool(flag)
+
+
+def code_allowed() -> bool:
+    """``allow_code(True)`` was called, or ``TFBOUND_ALLOW_CODE=1`` is set."""
+    return _allow_code[0] or os.environ.get(ALLOW_CODE_ENV, "").strip() == "1"
+
 
 def _factory(spec: ModuleSpec) -> nn.Module:
+    if not code_allowed():  # before anything is imported: a config file is not an opt-in
+        raise ConfigError(
+            f"refused: '{spec.role}.arch: factory' imports and runs code named by the config; "
+            f"pass --allow-code or set {ALLOW_CODE_ENV}=1 if you trust it"
+        )
     target = spec.options["factory"]
     if not isinstance(target, str) or ":" not in target:
         raise ConfigError(

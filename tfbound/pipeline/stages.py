@@ -64,13 +64,28 @@ class PretextPass:
 def data_loaders(
     cfg: Config,
 ) -> tuple[Callable[[ArraySource], LabeledArrays], Callable[[ArraySource], np.ndarray]]:
-    """Labeled and unlabeled loaders: numeric arrays, or texts tokenized for a BERT encoder."""
+    """Labeled and unlabeled loaders: numeric arrays, or texts tokenized for a BERT encoder.
+
+    A labeled split of fewer than 2 examples is a ``DataError`` whichever loader reads it: no
+    bound is computed from it."""
+    load_lab, load_in = load_labeled, load_inputs
     if cfg.encoder.arch == "bert":
         from tfbound.io.text import TextData
 
         text = TextData.from_spec(cfg.encoder)
-        return text.load_labeled, text.load_inputs
-    return load_labeled, load_inputs
+        load_lab, load_in = text.load_labeled, text.load_inputs
+
+    def checked(source: ArraySource) -> LabeledArrays:
+        split = load_lab(source)
+        n = len(split.y)
+        if n < 2:
+            raise DataError(
+                f"a labeled split needs at least 2 examples; '{source.x}' has {n}",
+                path=source.path,
+            )
+        return split
+
+    return checked, load_in
 
 
 def build_models(cfg: Config, train: LabeledArrays) -> Models:

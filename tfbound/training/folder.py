@@ -39,6 +39,52 @@ def _has_key(path: Path, key: str) -> bool:
         return key in npz.files
 
 
+#: the marker field of the ``pretrain.json`` tfbound writes: only such a folder is replaced
+MANIFEST = "pretrain.json"
+MARKER_KEY = "written_by"
+MARKER_VALUE = "tfbound pretrain"
+
+
+def is_tfbound_folder(folder: Path) -> bool:
+    """``folder`` holds a ``pretrain.json`` with tfbound's marker (a folder tfbound wrote)."""
+    import json
+
+    manifest = folder / MANIFEST
+    if manifest.is_symlink() or not manifest.is_file():
+        return False
+    try:
+        if manifest.stat().st_size > 16 * 2**20:
+            return False
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get(MARKER_KEY) == MARKER_VALUE
+
+
+def check_replaceable(target: Path, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse to replace ``target`` unless it is absent, an empty folder, or a folder tfbound
+    wrote (``is_tfbound_folder``), and never when one of ``inputs`` lies inside it."""
+    from tfbound.errors import InputError
+
+    if not (target.exists() or target.is_symlink()):
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise InputError("refused: exists and is not a folder (a link or a file)", path=target)
+    real = target.resolve()
+    for p in inputs:
+        if p.resolve().is_relative_to(real):
+            raise InputError(
+                f"refused: an input of this run lies inside the folder to replace ({p.name})",
+                path=target,
+            )
+    if any(target.iterdir()) and not is_tfbound_folder(target):
+        raise InputError(
+            f"refused to replace: not a folder written by tfbound pretrain (no {MANIFEST} with "
+            f"{MARKER_KEY!r}: {MARKER_VALUE!r}); remove it yourself or choose another --out-dir",
+            path=target,
+        )
+
+
 def write_pipeline_folder(
     target: str | Path,
     modules: dict[str, nn.Module],
@@ -46,18 +92,27 @@ def write_pipeline_folder(
     *,
     header: str = "",
     extra: dict[str, str] | None = None,
+    inputs: tuple[Path, ...] = (),
 ) -> None:
     """``<name>.safetensors`` per module, ``tfbound.yaml`` and ``extra`` text files, all or none.
 
-    Written into a temporary folder beside ``target``, then renamed onto it (an existing
-    ``target`` is replaced whole).
+    Written into a temporary folder beside ``target``, then renamed onto it. An existing
+    ``target`` is replaced whole only when ``check_replaceable`` allows it (empty, or written by
+    tfbound, holding none of ``inputs``); else ``InputError`` and nothing is touched.
     """
+    import json
     import shutil
     import tempfile
 
     import yaml
 
+    from tfbound.io.atomic import folder_mode
+
+    extra = dict(extra or {})
+    extra.setdefault(MANIFEST, json.dumps({MARKER_KEY: MARKER_VALUE}, indent=1) + "\n")
+
     target = Path(target).absolute()
+    check_replaceable(target, inputs)
     note = (
         "# encoder_candidates: J encoders were looked at on the labeled split (bound-spec "
         "section 2); raise it if you pick among runs (seeds, lambdas) by their labeled results.\n"
@@ -68,15 +123,20 @@ def write_pipeline_folder(
             save_weights(module, tmp / f"{name}.safetensors")
         text = header + note + yaml.safe_dump(config, sort_keys=False)
         (tmp / "tfbound.yaml").write_text(text, encoding="utf-8")
-        for name, content in (extra or {}).items():
+        for name, content in extra.items():
             (tmp / name).write_text(content, encoding="utf-8")
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, folder_mode())
         if target.exists():
+            check_replaceable(target, inputs)  # again, just before: it may have changed
             old = Path(
                 tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
             )
             os.replace(target, old / "previous")
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / "previous", target)  # put the old folder back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
@@ -114,7 +174,7 @@ def pretrain_folder(
 
     from tfbound import __version__
     from tfbound.config import ArraySource
-    from tfbound.errors import DataError, InputError, UsageError
+    from tfbound.errors import DataError, InputError, TrainingError, UsageError
     from tfbound.io.datasets import load_inputs, load_labeled
 
     if kind not in RECIPES:
@@ -127,9 +187,8 @@ def pretrain_folder(
         raise InputError("cannot write: the folder does not exist", path=target.parent)
     if target.exists() and not (target.is_dir() and not any(target.iterdir())) and not force:
         raise UsageError(f"{target} exists; pass --force to replace it")
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} exists and is not a folder")
     data_path = (sample_splits() if data is None else Path(data)).absolute()
+    check_replaceable(target, (data_path,))  # before any training: a refusal costs nothing
     if data_path.suffix != ".npz":
         raise DataError("--data must be an .npz file with the sample data's keys", path=data_path)
     n_candidates = encoder_candidates
@@ -213,6 +272,7 @@ def pretrain_folder(
     z_train = features(res.encoder, torch.from_numpy(train.x.astype("float32")))
     head = fit_linear_head(z_train, y01, head_lambda)
     summary: dict[str, Any] = {
+        MARKER_KEY: MARKER_VALUE,
         "tfbound_version": __version__,
         "pipeline": kind,
         "data": data_path.as_posix(),
@@ -251,14 +311,19 @@ def pretrain_folder(
         + ("no RadReg" if options is None else f"RadReg lambda {options.lam:g} on '{radreg_key}'")
         + "); see pretrain.json.\n"
     )
+    try:
+        manifest = json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as exc:  # a NaN or Inf that the training checks missed: write nothing
+        raise TrainingError(f"training gave a non-finite summary value: {exc}") from exc
     write_pipeline_folder(
         target,
         {"encoder": res.encoder, "decoder": res.decoder, "head": head},
         config,
         header=header,
-        extra={"pretrain.json": json.dumps(summary, indent=1, sort_keys=True) + "\n"},
+        extra={MANIFEST: manifest},
+        inputs=(data_path,),
     )
     return summary
 
 
-__all__ = ["pretrain_folder", "write_pipeline_folder"]
+__all__ = ["check_replaceable", "is_tfbound_folder", "pretrain_folder", "write_pipeline_folder"]

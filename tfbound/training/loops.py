@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from tfbound.errors import TrainingError
 from tfbound.features import ProgressFn
 from tfbound.models import MLP, LinearHead, MLPEncoder, ViTEncoder
 from tfbound.pretext import (
@@ -270,6 +271,26 @@ def save_checkpoints_to(folder: str | Path) -> CheckpointFn:
     return save
 
 
+def _check_finite_loss(loss: torch.Tensor, what: str, epoch: int) -> None:
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise TrainingError(
+            f"training diverged: {what} is NaN or Inf in epoch {epoch} (non-finite inputs, or a "
+            "learning rate too large); nothing was written"
+        )
+
+
+def check_finite_weights(modules: Sequence[nn.Module], epoch: int | None = None) -> None:
+    """``TrainingError`` if any parameter or buffer of ``modules`` is NaN or Inf."""
+    for module in modules:
+        for name, t in module.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                when = "" if epoch is None else f" after epoch {epoch}"
+                raise TrainingError(
+                    f"training diverged: weight {name!r} is NaN or Inf{when} (non-finite inputs, "
+                    "or a learning rate too large); nothing was written"
+                )
+
+
 def _pretrain(
     arch: MLPArch | ViTArch,
     task: PretextTask,
@@ -337,6 +358,7 @@ def _pretrain(
                 xb = x[perm[i : i + batch_size]]
                 pred, target = pretext_batch(task, encoder, decoder, xb, masks)
                 loss = F.mse_loss(pred, target)
+                _check_finite_loss(loss, "the pretext loss", epoch)
                 total += float(loss.detach()) * xb.shape[0]
                 if reg is not None and u is not None and radreg is not None:
                     if step % radreg.every == 0:
@@ -344,6 +366,7 @@ def _pretrain(
                         if isinstance(reg, AdversarialRadReg):
                             reg.ascend(z_u)
                         r = reg(z_u)
+                        _check_finite_loss(r, "the RadReg term", epoch)
                         reg_total += float(r.detach())
                         steps += 1
                         loss = loss + radreg.every * radreg.lam * r
@@ -352,6 +375,7 @@ def _pretrain(
                 loss.backward()
                 opt.step()
             sched.step()
+            check_finite_weights((encoder, decoder), epoch)
             mse_hist.append(total / n)
             if reg is not None:
                 reg_hist.append(reg_total / max(steps, 1))
@@ -496,6 +520,7 @@ def fit_linear_head(z: torch.Tensor, y01: torch.Tensor, lam: float = 1e-3) -> Li
     with torch.no_grad():
         head.linear.weight.copy_(w.detach()[:d].to(torch.float32).reshape(1, d))
         head.linear.bias.copy_(w.detach()[d:].to(torch.float32))
+    check_finite_weights((head,))
     return head.eval()
 
 
@@ -507,11 +532,17 @@ def accuracy(head: nn.Module, z: torch.Tensor, y01: torch.Tensor) -> float:
     return float((pred == torch.as_tensor(y01)).to(torch.float64).mean())
 
 
+def _umask() -> int:
+    from tfbound.io.atomic import current_umask
+
+    return current_umask()
+
+
 def save_weights(module: nn.Module, path: str | Path) -> None:
     """The module's state dict as safetensors (contiguous copies, keys as the module names them)."""
     state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     save_file(state, str(path))
-    os.chmod(path, 0o644)  # safetensors writes 0600
+    os.chmod(path, 0o666 & ~_umask())  # safetensors writes 0600; give what open() would
 
 
 __all__ = [
@@ -523,6 +554,7 @@ __all__ = [
     "RadRegOptions",
     "ViTArch",
     "accuracy",
+    "check_finite_weights",
     "deterministic",
     "features",
     "fit_linear_head",

@@ -58,6 +58,18 @@ class Member:
         return out
 
 
+def _inside(folder: Path, name: str, where: Path) -> Path:
+    """``folder / name`` resolved (links followed); ``ConfigError`` if it leaves ``folder``."""
+    top = folder.resolve()
+    target = (top / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(top):
+        raise ConfigError(
+            f"refused: checkpoint {name[:200]!r} lies outside the index's folder {top}",
+            path=where,
+        )
+    return target
+
+
 def _from_index(index: Path, pipeline: str | None) -> list[CheckpointEntry]:
     """Entries of an ``index.json`` with ``pipelines: {name: {checkpoints: [...]}}`` (format 1)."""
     try:
@@ -79,7 +91,7 @@ def _from_index(index: Path, pipeline: str | None) -> list[CheckpointEntry]:
         rows = pipelines[pipeline]["checkpoints"]
         entries = [
             CheckpointEntry(
-                (index.parent / str(r["encoder"])).resolve(),
+                _inside(index.parent, str(r["encoder"]), index),
                 f"seed{int(r['seed'])}",
                 None if r.get("epoch") is None else int(r["epoch"]),
             )
@@ -115,7 +127,8 @@ def scan_checkpoint_root(root: Path, pipeline: str | None = None) -> list[Checkp
             me = _EPOCH_DIR.match(epoch_dir.name)
             enc = epoch_dir / "encoder.safetensors"
             if me and enc.is_file():
-                found.append((int(ms.group(1)), int(me.group(1)), enc.resolve()))
+                rel = f"{seed_dir.name}/{epoch_dir.name}/encoder.safetensors"
+                found.append((int(ms.group(1)), int(me.group(1)), _inside(root, rel, root)))
     if not found:
         raise ConfigError(
             "no checkpoints in the layout seed<k>/epoch<e>/encoder.safetensors", path=root
