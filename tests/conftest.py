@@ -127,3 +127,20 @@ def one_torch_thread() -> Iterator[None]:
     A test file opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
     with single_threaded():
         yield
+
+
+_SKIPPED_FOR_IMPORTS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record a test skipped because a package is missing (``pytest.importorskip``)."""
+    if report.skipped and "could not import" in str(report.longrepr):
+        _SKIPPED_FOR_IMPORTS.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every package a test needs is installable (the README's test command installs them): a
+    test skipped for a missing package fails the run."""
+    if _SKIPPED_FOR_IMPORTS and exitstatus == 0:
+        session.exitstatus = 1
+        print(f"\nerror: tests skipped for a missing package: {', '.join(_SKIPPED_FOR_IMPORTS)}")

@@ -155,6 +155,19 @@ def test_factory_with_the_opt_in_still_needs_an_nn_module(
     assert not build.code_allowed()
 
 
+def test_the_allow_code_flag_is_the_command_line_opt_in(
+    tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfbound.models import build
+
+    marker = _factory_module(tiny, "evil_factory_c", monkeypatch)
+    try:
+        result = _invoke("--allow-code", "estimate", str(tiny))
+        assert "not an nn.Module" in _exit_3_one_line(result) and marker.exists()
+    finally:
+        build.allow_code(False)
+
+
 # 3. forged headers, bad dtypes, a text file as .pt ---------------------------------------------
 
 

@@ -71,7 +71,15 @@ def handle_errors(fn: F) -> F:
             # escape: messages name things like "tfbound[plot]" or "[tool.tfbound.gates]"
             _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except (MemoryError, KeyboardInterrupt, typer.Exit):  # typer.Exit: a chosen exit code
+        except MemoryError:  # an input too large for this machine: one line, bad input
+            if _state["debug"]:
+                _print_traceback()
+            _stderr().print(
+                "[red]error:[/red] out of memory: an input is too large for this machine",
+                markup=True,
+            )
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except (KeyboardInterrupt, typer.Exit):  # typer.Exit: a chosen exit code
             raise
         except Exception as exc:  # an unexpected failure: still one line, distinct code
             if _state["debug"]:
@@ -97,12 +105,24 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    allow_code: Annotated[
+        bool,
+        typer.Option(
+            "--allow-code",
+            help="Let 'arch: factory' in a config import and run the code it names "
+            "(also TFBOUND_ALLOW_CODE=1). Never set it for untrusted pull requests.",
+        ),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Certified, itemised generalization bounds for pre-trained encoders with fine-tuned heads."""
     _state["debug"] = debug
+    if allow_code:
+        from tfbound.models.build import allow_code as allow_user_code
+
+        allow_user_code(True)
 
 
 @contextmanager
@@ -700,7 +720,9 @@ def pretrain(
     threads: Annotated[
         int, typer.Option(min=1, help="Torch threads (results are reproducible per count).")
     ] = 1,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out-dir.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an --out-dir that tfbound pretrain wrote.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Pre-train an encoder and decoder (optionally with RadReg), fit a linear head on the frozen

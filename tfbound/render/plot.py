@@ -11,13 +11,12 @@ explain, never summed.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tfbound.errors import InputError
+from tfbound.io.atomic import write_bytes_atomic
 from tfbound.keys import Role, TermKey
 
 FORMATS = ("png", "svg", "pdf")
@@ -174,7 +173,7 @@ def plot_reports(
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, bbox_inches="tight")
     plt.close(fig)
-    _write_bytes_atomic(target, buf.getvalue())
+    write_bytes_atomic(target, buf.getvalue())
 
 
 BAR_W = 0.5  # the stacked bar
@@ -356,18 +355,3 @@ def _draw_other_panel(
         ]
     ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1),
               ncol=3, frameon=False)  # fmt: skip
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Complete or absent, as ``tfbound.io.atomic.write_text_atomic`` for text."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError("cannot write: the folder does not exist", path=path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tfbound.errors import InputError
+from tfbound.io.atomic import write_bytes_atomic
 from tfbound.render.text import fmt, fmt_interval, md_cell
 
 #: beta values shown from the envelope grid in the table and the markdown.
@@ -317,15 +316,7 @@ def plot_transfer(report: dict[str, Any], path: Path) -> None:
         fig.savefig(buf, format=fmt_name, dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, buf.getvalue())
 
 
 __all__ = [
