@@ -452,3 +452,68 @@ def test_the_labeled_loader_of_every_encoder_refuses_one_example(
     load_lab, _ = stages.data_loaders(cfg)
     with pytest.raises(DataError, match="at least 2"):
         load_lab(source)
+
+
+# 8. one line on stderr for every error, outputs checked before any work --------------------------
+
+
+def _subprocess(*args: str, cwd: Path) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "tfbound", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("estimate", "--nope"), ("estimate",), ("nope",), ("check", "r.json", "--format", "xml")],
+)
+def test_usage_errors_are_one_line_with_exit_2(args: tuple[str, ...], tmp_path: Path) -> None:
+    done = _subprocess(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "╭" not in done.stderr
+
+
+def test_a_path_with_a_newline_stays_on_one_line(tmp_path: Path) -> None:
+    done = _subprocess("estimate", "bad\nname", cwd=tmp_path)
+    assert done.returncode == 3
+    assert len(done.stderr.strip().splitlines()) == 1 and "\\n" in done.stderr
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_work(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tfbound.pipeline
+
+    def must_not_run(*_: Any, **__: Any) -> None:
+        raise AssertionError("estimate ran before the output path was checked")
+
+    monkeypatch.setattr(tfbound.pipeline, "estimate", must_not_run)
+    (tmp_path / "out").mkdir()
+    err = _exit_3_one_line(_invoke("estimate", str(tiny), "--json", str(tmp_path / "out")))
+    assert "is a folder" in err
+
+
+def test_memory_error_is_one_line_and_exit_3(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tfbound.pipeline
+
+    def exhaust(*_: Any, **__: Any) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(tfbound.pipeline, "estimate", exhaust)
+    assert "out of memory" in _exit_3_one_line(_invoke("estimate", str(tiny)))
+
+
+def test_a_reference_without_shared_layers_gives_no_distance(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from tfbound.inspect import inspect_checkpoint
+
+    save_file({"a.weight": torch.ones(3, 4)}, str(tmp_path / "m.safetensors"))
+    save_file({"b.weight": torch.ones(2, 2)}, str(tmp_path / "r.safetensors"))
+    result = inspect_checkpoint(tmp_path / "m.safetensors", reference=tmp_path / "r.safetensors")
+    assert result.totals.distance_to_reference_sq_total is None
+    assert any("shares no layer" in n for n in result.notes)

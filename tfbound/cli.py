@@ -25,6 +25,7 @@ from tfbound.errors import (
     EXIT_BAD_INPUT,
     EXIT_GATE_FAILED,
     EXIT_INTERNAL,
+    EXIT_USAGE,
     TfboundError,
     UsageError,
 )
@@ -69,7 +70,8 @@ def handle_errors(fn: F) -> F:
                 _print_traceback()
                 raise typer.Exit(exc.exit_code) from None
             # escape: messages name things like "tfbound[plot]" or "[tool.tfbound.gates]"
-            _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
+            line = " ".join(str(exc).split())  # one line, whatever the message held
+            _stderr().print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except MemoryError:  # an input too large for this machine: one line, bad input
             if _state["debug"]:
@@ -86,7 +88,8 @@ def handle_errors(fn: F) -> F:
                 _print_traceback()
                 raise typer.Exit(EXIT_INTERNAL) from None
             _stderr().print(
-                f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} "
+                f"[red]internal error:[/red] {type(exc).__name__}: "
+                f"{escape(' '.join(str(exc).split())[:300])} "
                 "(rerun with --debug)",
                 markup=True,
                 soft_wrap=True,
@@ -219,12 +222,24 @@ def append_step_summary(markdown: str) -> None:
 
 
 def _check_output_folders(*paths: Path | None) -> None:
-    """Refuse before any work or writing when an output file's folder is missing."""
-    for path in paths:
-        if path is not None and not path.parent.is_dir():
-            from tfbound.errors import InputError
+    """Refuse before any work when an output cannot be written: its folder is missing or not
+    writable, or the path is a folder (a full disk is found only when writing; the file is then
+    absent, never half-written)."""
+    import os
 
+    from tfbound.errors import InputError
+
+    for path in paths:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise InputError("cannot write: it is a folder", path=path)
+        if not path.parent.is_dir():
             raise InputError("cannot write: the folder does not exist", path=path)
+        if not path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
+            raise InputError("cannot write: the folder is not writable", path=path)
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise InputError("cannot write: the file is read-only", path=path)
 
 
 def _select_gates(gates_file: Path | None, recorded: tuple[Any, ...], where: str) -> Any:
@@ -758,7 +773,23 @@ def pretrain(
 
 
 def main() -> None:
-    app(prog_name="tfbound")
+    """The ``tfbound`` command: usage errors are one line on stderr with exit 2 (no help box)."""
+    import warnings
+
+    if "--debug" not in sys.argv:  # library warnings (torch, numpy) would add lines to stderr
+        warnings.simplefilter("ignore")
+    try:
+        code = app(prog_name="tfbound", standalone_mode=False)
+    except Exception as exc:  # click's UsageError (typer vendors click): exit_code 2
+        if getattr(exc, "exit_code", None) == EXIT_USAGE and hasattr(exc, "format_message"):
+            message = " ".join(str(exc.format_message()).split())[:300]
+            sys.stderr.write(f"error: {message} (see 'tfbound --help')\n")
+            sys.exit(EXIT_USAGE)
+        if type(exc).__name__ == "Abort":  # Ctrl-C at a prompt
+            sys.stderr.write("aborted\n")
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "app", "emit", "handle_errors", "main"]

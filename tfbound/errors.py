@@ -15,8 +15,19 @@ class TfboundError(Exception):
     exit_code: int = EXIT_BAD_INPUT
 
     def __init__(self, message: str, *, path: object | None = None) -> None:
-        self.path = None if path is None else str(path)
+        self.path = None if path is None else shown_path(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def shown_path(path: object, limit: int = 240) -> str:
+    """A path as a message shows it: quoted when it holds control characters (a newline must not
+    start a second line), shortened in the middle past ``limit`` characters."""
+    text = str(path)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        text = repr(text)
+    if len(text) > limit:
+        text = text[: limit // 2 - 2] + "..." + text[-(limit // 2 - 1) :]
+    return text
 
 
 class InputError(TfboundError):

@@ -217,8 +217,9 @@ def _totals(
         status = weakest_status(*(f.status for f in factors))
         product = NormValue(value, status, f"product over {len(factors)} linear/conv rows")
     dist_sq = None
-    if has_ref:
-        dist_sq = sum(r.distance_to_reference.value**2 for r in rows if r.distance_to_reference)
+    shared = [r.distance_to_reference for r in rows if r.distance_to_reference is not None]
+    if has_ref and shared:  # no layer in common with the reference: n/a, not 0
+        dist_sq = sum(d.value**2 for d in shared)
     return InspectTotals(
         n_tensors=len(infos),
         n_params=sum(numel.values()),
@@ -284,6 +285,9 @@ def _run(
             progress(f"norms ({source.description})", done, len(units))
     ordered = [rows[i] for i in range(len(plan.layers))]
     notes = (*plan.notes, *extra_notes)
+    if reference is not None and not any(r.distance_to_reference for r in ordered):
+        notes = (*notes, "the reference shares no layer (name and shape) with the checkpoint: "
+                 "no distance")  # fmt: skip
     return InspectResult(
         source=source.description,
         reference=None if reference is None else reference.description,
