@@ -149,3 +149,94 @@ def test_estimate_on_a_mutated_config_fails_cleanly(
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) <= 1, err
     assert _files(yaml_path.parent) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports and gates files as a pull request may bring them, through `tfbound check`
+
+
+@pytest.fixture(scope="module")
+def saved_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    import json
+
+    from tfbound.pipeline import estimate
+
+    folder = tmp_path_factory.mktemp("reports")
+    model = write_pipeline(tmp_path_factory.mktemp("report_model") / "tiny", bound={"n_draws": 200})
+    data = estimate(model).to_dict()
+    path = folder / "good.json"
+    path.write_text(json.dumps(data))
+    return folder, data
+
+
+def _check_cleanly(args: list[str], folder: Path) -> None:
+    import resource
+
+    before = _files(folder)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, out, err = run_cli("check", *args)
+    assert code in (0, 1, 2, 3), (code, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+    assert _files(folder) == before
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+    assert grown_kib < 1_000_000  # under 1 GB for a tiny input
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_check_on_a_mutated_report_fails_cleanly(
+    saved_report: tuple[Path, dict[str, Any]], data: st.DataObject
+) -> None:
+    import json
+
+    folder, base = saved_report
+    report = data.draw(_mutated(base), label="report")
+    path = folder / "mutated.json"
+    try:
+        path.write_text(json.dumps(report))
+    except (TypeError, ValueError):  # a drawn value JSON cannot hold as such
+        path.write_text(json.dumps(report, default=str))
+    gates = folder / "gates.yaml"
+    gates.write_text('gates:\n  test_set_bound: "<= 1"\n  rirc: "<= 10"\n')
+    _check_cleanly([str(path), "--gates", str(gates)], folder)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(gates=st.dictionaries(_key, _values, max_size=4), toml=st.booleans())
+def test_check_with_a_random_gates_file_fails_cleanly(
+    saved_report: tuple[Path, dict[str, Any]], gates: dict[str, Any], toml: bool
+) -> None:
+    folder, _ = saved_report
+    if toml:
+        lines = ["[tool.tfbound.gates]"] + [
+            f"{json_key(k)} = {json_value(v)}" for k, v in gates.items()
+        ]
+        path = folder / "pyproject.toml"
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path = folder / "gates.yaml"
+        path.write_text(yaml.safe_dump({"gates": gates}))
+    _check_cleanly([str(folder / "good.json"), "--gates", str(path)], folder)
+
+
+def json_key(key: str) -> str:
+    import json
+
+    return json.dumps(key)
+
+
+def json_value(value: Any) -> str:
+    """A TOML-ish value: strings quoted, anything else as JSON text (TOML may refuse it)."""
+    import json
+
+    return json.dumps(value if isinstance(value, str) else str(value))

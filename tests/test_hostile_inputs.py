@@ -517,3 +517,15 @@ def test_a_reference_without_shared_layers_gives_no_distance(tmp_path: Path) -> 
     result = inspect_checkpoint(tmp_path / "m.safetensors", reference=tmp_path / "r.safetensors")
     assert result.totals.distance_to_reference_sq_total is None
     assert any("shares no layer" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.int8])
+def test_integer_or_bool_weights_are_refused(dtype: torch.dtype, tiny: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = tiny.parent / "encoder.safetensors"
+    tensors = load_file(str(path))
+    tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    save_file(tensors, str(path))
+    err = _exit_3_one_line(_invoke("estimate", str(tiny)))
+    assert "integer or bool weights" in err

@@ -323,7 +323,14 @@ def load_module_weights(module: nn.Module, path: PathLike, role: str) -> None:
         for k, v in expected.items()
         if k in tensors and tensors[k].shape != v.shape
     ]
+    not_float = [
+        f"{k[:80]} ({str(tensors[k].dtype).removeprefix('torch.')})"
+        for k, v in expected.items()
+        if k in tensors and v.is_floating_point() and not tensors[k].is_floating_point()
+    ]
     problems = []
+    if not_float:
+        problems.append("integer or bool weights for float parameters " + ", ".join(not_float[:3]))
     if mismatched:
         problems.append("shape mismatch " + "; ".join(mismatched[:3]))
     if missing:

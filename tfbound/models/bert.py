@@ -278,10 +278,15 @@ def build_bert_encoder(spec: ModuleSpec) -> BertEncoder:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     bad = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    bad += [
+        f"{k} is {str(tensors[k].dtype).removeprefix('torch.')}"
+        for k in expected
+        if k in tensors and expected[k].is_floating_point() and not tensors[k].is_floating_point()
+    ]
     if missing or unexpected or bad:
         raise CheckpointError(
             f"weights do not fit the BERT layout: missing {missing[:4]}, unexpected "
-            f"{unexpected[:4]}, shape mismatch {bad[:4]}",
+            f"{unexpected[:4]}, shape or dtype mismatch {bad[:4]}",
             path=spec.weights,
         )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
