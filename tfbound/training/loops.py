@@ -480,10 +480,14 @@ def mean_pretext_loss(
 
 
 def features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The frozen encoder's features of ``x`` (eval mode, inference mode), ``(n, d)``."""
-    encoder.eval()
-    with torch.inference_mode():
-        return encoder(torch.as_tensor(x, dtype=torch.float32)).reshape(x.shape[0], -1).clone()
+    """The frozen encoder's features of ``x``, ``(n, d)`` float32: the one encoder pass
+    (``tfbound.features.encode``, eval mode, NaN checks) in a single batch, as the samples were
+    built (float32 -> float64 -> float32 is exact)."""
+    from tfbound.features import encode
+
+    x32 = torch.as_tensor(x, dtype=torch.float32)
+    z = encode(encoder, x32.numpy(), batch_size=max(1, int(x32.shape[0])))
+    return torch.from_numpy(z).to(torch.float32)
 
 
 def fit_linear_head(z: torch.Tensor, y01: torch.Tensor, lam: float = 1e-3) -> LinearHead:
