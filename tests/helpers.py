@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
+
+#: The repository root (tests live in subfolders laid out like the package).
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager

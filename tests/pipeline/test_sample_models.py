@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import tfbound
+from tests.helpers import REPO_ROOT
 from tests.tolerances import FLOAT64_EXACT
 from tfbound.bounds.tight import DETERMINISTIC_CERTIFICATES
 from tfbound.measures.binomial import clopper_pearson_lower
@@ -14,7 +13,7 @@ from tfbound.report import Report
 
 #: The frozen-encoder certificates (the sample encoders are frozen: no fine-tuned route).
 FROZEN = tuple(k for k in DETERMINISTIC_CERTIFICATES if k != "finetuned_test_error_bound")
-ROOT = Path(__file__).resolve().parents[1] / "sample_models"
+ROOT = REPO_ROOT / "sample_models"
 
 
 @pytest.fixture(scope="module", params=["ce_mlp", "mae_vit"])

@@ -8,12 +8,11 @@ risk, to float32 accuracy.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import REPO_ROOT
 from tfbound.config import load_config
 from tfbound.features import Corruption, encode
 from tfbound.io.datasets import load_inputs
@@ -22,7 +21,7 @@ from tfbound.pipeline import estimate
 from tfbound.pretext import pretext_task
 from tfbound.transfer.features import draw_masks, masked_pretext_losses
 
-ROOT = Path(__file__).resolve().parents[1] / "sample_models"
+ROOT = REPO_ROOT / "sample_models"
 FLOAT32_MEAN = 1e-6  # a mean of float32 squared errors, recomputed through another layout
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tests.conftest import write_pipeline
+from tests.helpers import REPO_ROOT
 from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER, ITERATIVE
 from tfbound.adapters.chain import activation_of, mlp_chain
 from tfbound.bounds.budget import DeltaBudget
@@ -39,7 +40,7 @@ from tfbound.pipeline import estimate
 from tfbound.pipeline.capacity import CapacityOut, capacity_stage
 from tfbound.pipeline.stages import Models, Pass, Splits
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 RELU = activation_of(nn.ReLU())
 assert RELU is not None
 

@@ -18,9 +18,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.helpers import REPO_ROOT
 from tfbound.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 DOC = ROOT / "docs" / "ci.md"
 SUMMARY = "summary.md"
 

@@ -1,21 +1,21 @@
 """Golden renderings of a small hand-made report: the rich table at 80 and 120 columns and the
 markdown. After a deliberate change to a renderer, regenerate them with
-``python -m pytest tests/test_golden.py --update-golden`` and review the diff."""
+``python -m pytest tests/report/test_golden.py --update-golden`` and review the diff."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
+from tests.helpers import REPO_ROOT
 from tfbound.render.markdown import report_markdown
 from tfbound.render.table import report_table
 from tfbound.report import Report
 from tfbound.terms import Status, Term
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = REPO_ROOT / "tests" / "golden"
 MARGIN = "Mohri, Rostamizadeh, Talwalkar, Foundations of Machine Learning, 2nd ed., Thm 5.8"
 TEST_ERROR = "downstream_test_error"
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import tfbound
+from tests.helpers import REPO_ROOT
 from tests.tolerances import FLOAT32_REFIT
 from tfbound.cli import app
 from tfbound.config import load_config
@@ -28,7 +29,7 @@ from tfbound.training.loops import (
     pretrain_mae,
 )
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
+SAMPLES = REPO_ROOT / "sample_models"
 TINY_MLP = MLPArch(input_dim=16, hidden=(12,), feature_dim=8, decoder_hidden=(6,))
 TINY_CE = ContextEncoderTask((1, 4, 4), (1, 1, 2, 2))
 TINY_VIT = ViTArch(image_size=4, patch_size=2, dim=8, depth=1, heads=2, decoder_hidden=(8,))

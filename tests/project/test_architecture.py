@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-PACKAGE = Path(__file__).resolve().parent.parent / "tfbound"
+from tests.helpers import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "tfbound"
 
 #: What a layer may not import (dependencies point down: measures -> bounds -> pipeline ...).
 FORBIDDEN = {

@@ -13,12 +13,13 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from tests.helpers import REPO_ROOT
 from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER
 from tfbound.cli import app
 from tfbound.inspect import inspect_checkpoint
 from tfbound.render.inspect_render import inspect_json
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 CE_MLP = REPO / "sample_models" / "ce_mlp"
 runner = CliRunner()
 

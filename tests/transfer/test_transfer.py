@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from tests.helpers import REPO_ROOT
 from tests.tolerances import FLOAT64_EXACT, FLOAT64_SOLVER, ITERATIVE
 from tfbound.cli import app
 from tfbound.config import load_config
@@ -373,7 +374,7 @@ def test_checkpoint_family_from_the_cli(tiny: Path, tmp_path: Path) -> None:
     assert data["fit"]["bootstrap"]["unit"] in ("run", "point")
 
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+SAMPLES = REPO_ROOT / "sample_models"
 
 
 @pytest.mark.skipif(

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import REPO_ROOT
 from tfbound.cli import app
 from tfbound.report import report_schema, to_json
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 SCHEMA_FILE = ROOT / "docs" / "report.schema.json"
 SAMPLES = ("ce_mlp", "mae_vit")
 

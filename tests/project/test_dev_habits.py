@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT
+
+ROOT = REPO_ROOT
 CHECKERS = ("ruff", "mypy")
 
 

