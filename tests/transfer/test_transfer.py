@@ -370,7 +370,10 @@ def test_checkpoint_family_from_the_cli(tiny: Path, tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     names = [m["name"] for m in data["members"]]
     assert names[:2] == ["base", "ckpt seed0 epoch 1"] and len(names) == 7
-    assert data["family"]["checkpoint_roots"][0]["index_json"].endswith("index.json")
+    root = data["family"]["checkpoint_roots"][0]
+    assert root["index_json"].endswith("index.json") and not root["index_json"].startswith("/")
+    assert root["root"] == "../ck" and root["outside_config_folder"] is True
+    assert any("lies outside the transfer config's folder" in w for w in data["warnings"])
     assert data["fit"]["bootstrap"]["unit"] in ("run", "point")
 
 

@@ -220,14 +220,16 @@ def describe_family(members: list[Member], base: Path, spec: FamilySpec) -> dict
     if spec.checkpoints is not None:
         roots = []
         for r in spec.checkpoints.roots:
-            try:
-                rel = r.relative_to(base).as_posix()
-            except ValueError:
-                rel = r.as_posix()
             index = next(
                 (q for q in (r / "index.json", r.parent / "index.json") if q.is_file()), None
             )
-            roots.append({"root": rel, "index_json": None if index is None else index.as_posix()})
+            roots.append(
+                {
+                    "root": relative_path(r, base),
+                    "index_json": None if index is None else relative_path(index, base),
+                    "outside_config_folder": not r.resolve().is_relative_to(base.resolve()),
+                }
+            )
         out["checkpoint_roots"] = roots
     return out
 

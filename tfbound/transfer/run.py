@@ -279,10 +279,17 @@ def run_transfer(
         "pretext_risk_estimate_part": float(pre_losses[ref][est_idx].mean()),
         "probe_heldout_risk": float(probe_losses[ref].mean()),
     }
+    family = describe_family(members, cfg.path.parent, cfg.family)
+    warnings += [
+        f"checkpoint root {str(r['root'])[:200]} lies outside the transfer config's folder "
+        "(its weights come from elsewhere in the checkout)"
+        for r in family.get("checkpoint_roots", [])
+        if r["outside_config_folder"]
+    ]
     return TransferReport(
         config=base.to_dict(),
         transfer={**cfg.to_dict(), **transfer_meta},
-        family=describe_family(members, cfg.path.parent, cfg.family),
+        family=family,
         data=data,
         reference=reference,
         members=tuple(member_rows),
