@@ -23,6 +23,14 @@ from tests.helpers import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
+#: 40 derandomized examples per test: the same inputs on every run.
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=0, max_size=12)
 _scalars = st.one_of(
     st.none(),
@@ -126,12 +134,7 @@ def _files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@FUZZ
 @given(data=st.data())
 def test_estimate_on_a_mutated_config_fails_cleanly(
     pipeline: tuple[Path, dict[str, Any]], data: st.DataObject
@@ -182,12 +185,7 @@ def _check_cleanly(args: list[str], folder: Path) -> None:
     assert grown_kib < 1_000_000  # under 1 GB for a tiny input
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@FUZZ
 @given(data=st.data())
 def test_check_on_a_mutated_report_fails_cleanly(
     saved_report: tuple[Path, dict[str, Any]], data: st.DataObject
@@ -206,12 +204,7 @@ def test_check_on_a_mutated_report_fails_cleanly(
     _check_cleanly([str(path), "--gates", str(gates)], folder)
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@FUZZ
 @given(gates=st.dictionaries(_key, _values, max_size=4), toml=st.booleans())
 def test_check_with_a_random_gates_file_fails_cleanly(
     saved_report: tuple[Path, dict[str, Any]], gates: dict[str, Any], toml: bool
