@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tfbound.errors import ConfigError
+from tfbound.errors import ConfigError, first_line
 from tfbound.paths import relative_path
 from tfbound.terms import to_plain
 from tfbound.yaml_input import read_yaml_file
@@ -277,7 +277,7 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = read_yaml_file(p)
     except (yaml.YAMLError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise ConfigError(_first_line(f"not valid YAML: {exc}"), path=p) from exc
+        raise ConfigError(first_line(f"not valid YAML: {exc}"), path=p) from exc
     return parse_config(raw, p)
 
 
@@ -594,8 +594,3 @@ def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
             value = _short(getattr(bound, key))
             raise ConfigError(f"'bound.{key}' is out of range: {value}", path=path)
     return bound
-
-
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.splitlines()[0] if text else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."

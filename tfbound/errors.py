@@ -19,6 +19,16 @@ class TfboundError(Exception):
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
+def first_line(what: object, limit: int = 200) -> str:
+    """The first line of a message (or of an exception's text, its type name when empty), cut to
+    ``limit`` characters: what a one-line error may quote of another library's message."""
+    text = str(what).strip()
+    if not text and isinstance(what, BaseException):
+        text = type(what).__name__
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def shown_path(path: object, limit: int = 240) -> str:
     """A path as a message shows it: quoted when it holds control characters (a newline must not
     start a second line), shortened in the middle past ``limit`` characters."""

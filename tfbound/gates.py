@@ -36,8 +36,9 @@ from typing import Any
 
 import yaml
 
-from tfbound.errors import InputError, UsageError
+from tfbound.errors import InputError, UsageError, first_line
 from tfbound.report import envelope
+from tfbound.yaml_input import MAX_YAML_BYTES, load_yaml
 
 LAYERS_PREFIX = "layers."
 
@@ -181,6 +182,8 @@ def load_gates_file(path: str | Path) -> tuple[Gate, ...]:
     p = Path(path)
     if not p.is_file():
         raise InputError("gates file not found", path=p)
+    if p.stat().st_size > MAX_YAML_BYTES:
+        raise InputError(f"gates file over {MAX_YAML_BYTES} bytes", path=p)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -189,14 +192,14 @@ def load_gates_file(path: str | Path) -> tuple[Gate, ...]:
         try:
             doc: Any = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"not valid TOML: {exc}", path=p) from exc
+            raise InputError(first_line(f"not valid TOML: {exc}"), path=p) from exc
         raw = doc.get("tool", {}).get("tfbound", {}).get("gates")
         where = "[tool.tfbound.gates]"
     else:
         try:
-            doc = yaml.safe_load(text)
+            doc = load_yaml(text)
         except yaml.YAMLError as exc:
-            raise InputError(f"not valid YAML: {exc}".splitlines()[0], path=p) from exc
+            raise InputError(first_line(f"not valid YAML: {exc}"), path=p) from exc
         raw = doc.get("gates") if isinstance(doc, dict) else None
         where = "'gates'"
     if raw is None:

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tfbound import __version__
-from tfbound.errors import InputError
+from tfbound.errors import InputError, first_line
 from tfbound.keys import Role
 from tfbound.terms import Status, Term, term_from_dict, to_plain
 
@@ -206,7 +206,7 @@ def read_report(path: str | Path) -> Report:
     except RecursionError:
         raise InputError("not a JSON report: nested too deeply", path=p) from None
     except (UnicodeDecodeError, ValueError) as exc:
-        message = str(exc).splitlines()[0][:200]
+        message = first_line(exc)
         raise InputError(f"not a JSON file: {message}", path=p) from None
     return _report_from_dict(data, p)
 

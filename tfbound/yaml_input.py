@@ -16,18 +16,6 @@ import yaml
 MAX_YAML_BYTES = 1 << 20
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses aliases (``*name``)."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None, None, "YAML aliases (*name) are not accepted", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
 def load_yaml(text: str) -> Any:
     """Parse ``text`` as YAML (safe types only, no aliases); ``yaml.YAMLError`` or ``ValueError``
     (too large) on bad input.
@@ -37,7 +25,12 @@ def load_yaml(text: str) -> Any:
     """
     if len(text) > MAX_YAML_BYTES:
         raise ValueError(f"YAML text over {MAX_YAML_BYTES} characters")
-    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    # The event stream is read first, nothing composed: an alias is refused before any expansion.
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            where = "" if event.start_mark is None else f" (line {event.start_mark.line + 1})"
+            raise yaml.YAMLError(f"YAML aliases (*name) are not accepted{where}")
+    return yaml.safe_load(text)
 
 
 def read_yaml_file(path: Path) -> Any:

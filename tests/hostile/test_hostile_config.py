@@ -111,3 +111,15 @@ def test_yaml_without_aliases_still_reads_anchors_free_documents() -> None:
     assert load_yaml("a: [1, 2]\nb: {c: 3}") == {"a": [1, 2], "b": {"c": 3}}
     with pytest.raises(yaml.YAMLError, match="aliases"):
         load_yaml("a: &x 1\nb: *x")
+
+
+def test_a_gates_file_with_aliases_is_refused(tiny: Path, tmp_path: Path) -> None:
+    from tfbound.pipeline import estimate
+    from tfbound.report import to_json
+
+    report = tmp_path / "r.json"
+    report.write_text(to_json(estimate(tiny).to_dict()))
+    gates = tmp_path / "gates.yaml"
+    gates.write_text('c: &c "<= 1"\ngates:\n  test_set_bound: *c\n')
+    line = _one_line_exit_3(runner.invoke(app, ["check", str(report), "--gates", str(gates)]))
+    assert "alias" in line

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tfbound.errors import CheckpointError
+from tfbound.errors import CheckpointError, first_line
 
 PathLike = str | os.PathLike[str]
 
@@ -52,18 +52,13 @@ class CheckpointFiles:
         return tuple(dict.fromkeys(self.shards.values()))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _not_found(path: Path) -> CheckpointError:
     return CheckpointError("checkpoint file not found", path=path)
 
 
 def _bad_safetensors(path: Path, exc: BaseException) -> CheckpointError:
     return CheckpointError(
-        f"not a readable safetensors file (truncated or corrupt): {_first_line(exc)}", path=path
+        f"not a readable safetensors file (truncated or corrupt): {first_line(exc)}", path=path
     )
 
 
@@ -144,8 +139,7 @@ def _index_shards(index: Path) -> dict[str, Path]:
         items = list(weight_map.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(
-            f"not a safetensors index (needs a 'weight_map' of tensor -> shard): "
-            f"{_first_line(exc)}",
+            f"not a safetensors index (needs a 'weight_map' of tensor -> shard): {first_line(exc)}",
             path=index,
         ) from exc
     folder = index.parent.resolve()
@@ -246,7 +240,7 @@ class SafetensorsReader:
             tensor: torch.Tensor = self._handles[path].get_tensor(name)
         except Exception as exc:
             raise CheckpointError(
-                f"cannot read tensor {name}: {_first_line(exc)}", path=path
+                f"cannot read tensor {name}: {first_line(exc)}", path=path
             ) from exc
         return tensor
 
@@ -277,7 +271,7 @@ def load_torch_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise CheckpointError(
             "not a readable PyTorch checkpoint (truncated or corrupt): "
-            f"{type(exc).__name__}: {_first_line(exc)}",
+            f"{type(exc).__name__}: {first_line(exc)}",
             path=p,
         ) from exc
     if isinstance(obj, Mapping):

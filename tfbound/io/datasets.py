@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tfbound.config import ArraySource
-from tfbound.errors import DataError
+from tfbound.errors import DataError, first_line
 
 #: the most bytes one array may claim (its header's shape x itemsize) before it is read
 MEMORY_BUDGET_BYTES = 8 * 2**30
@@ -38,7 +38,7 @@ def _npy_header(fh: object, path: Path, key: str) -> tuple[tuple[int, ...], np.d
         else:
             raise ValueError(f"unsupported .npy version {version}")
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise DataError(f"cannot read array '{key}': bad .npy header: {msg}", path=path) from exc
     return tuple(int(s) for s in shape), np.dtype(dtype)
 
@@ -163,7 +163,7 @@ def _load_array(path: Path, key: str) -> np.ndarray:
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
     ) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise DataError(f"cannot read array '{key}': {msg}", path=path) from exc
     if arr.dtype.kind not in "biuf":
         raise DataError(f"array '{key}' has non-numeric dtype {arr.dtype}", path=path)

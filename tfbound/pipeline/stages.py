@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tfbound.config import ArraySource, Config, PretextSpec
-from tfbound.errors import DataError
+from tfbound.errors import DataError, first_line
 from tfbound.features import ProgressFn, feature_batches, input_batches
 from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
 from tfbound.models.build import build_head, build_module, feature_dim_of
@@ -99,7 +99,7 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
     except RuntimeError as exc:
         raise DataError(
             f"the encoder cannot read these inputs (shape {tuple(train.x.shape[1:])}): "
-            f"{str(exc).splitlines()[0]}",
+            f"{first_line(exc)}",
             path=train.source.path,
         ) from exc
     head = build_head(cfg.head, d)

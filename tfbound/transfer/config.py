@@ -52,7 +52,7 @@ from tfbound.config import (
     parse_config,
     reject_unknown,
 )
-from tfbound.errors import ConfigError
+from tfbound.errors import ConfigError, first_line
 from tfbound.measures.transfer_fit import DEFAULT_BETA_GRID
 from tfbound.paths import relative_path
 from tfbound.yaml_input import read_yaml_file
@@ -211,7 +211,7 @@ def load_transfer_config(
     try:
         raw = read_yaml_file(p)
     except (yaml.YAMLError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise ConfigError(_first_line(f"not valid YAML: {exc}"), path=p) from exc
+        raise ConfigError(first_line(f"not valid YAML: {exc}"), path=p) from exc
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping", path=p)
     section = raw.get("transfer", {})
@@ -539,8 +539,3 @@ __all__ = [
     "parse_transfer_section",
     "resolve_transfer_path",
 ]
-
-
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.splitlines()[0] if text else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."

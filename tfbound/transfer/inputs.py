@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tfbound.bounds.decomposition import TransferInput
-from tfbound.errors import InputError, UsageError
+from tfbound.errors import InputError, UsageError, first_line
 
 
 def transfer_input_assumed(c: float, beta: float) -> TransferInput:
@@ -40,7 +40,7 @@ def transfer_input_from_report(
     except FileNotFoundError as exc:
         raise InputError("transfer report not found", path=p) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a JSON transfer report: {exc}".splitlines()[0], path=p) from exc
+        raise InputError(first_line(f"not a JSON transfer report: {exc}"), path=p) from exc
     if not isinstance(data, dict) or data.get("kind") != "transfer":
         raise InputError("not a transfer report (kind must be 'transfer')", path=p)
     try:
