@@ -92,7 +92,7 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 #: Fractions of ``delta`` (bound-spec sections 8 and 10.5), named in full; what each pays for is
-#: ``tfbound.bounds.budget.SHARE_MEANINGS`` (finetune = delta_1, monte_carlo = delta_mc,
+#: in docs/bound.md, "Confidence bookkeeping" (finetune = delta_1, monte_carlo = delta_mc,
 #: pac_bayes = delta_pb, disagreement_prior/disagreement_pool = delta_a/delta_b, test_set =
 #: delta_test, pretext_heldout = delta_val, pretext_certificate = delta_pre).
 #: Share names before report schema 2.0, refused with their new name.

@@ -7,7 +7,7 @@ import pytest
 import tfbound
 from tests.helpers import REPO_ROOT
 from tests.tolerances import FLOAT64_EXACT
-from tfbound.bounds.tight import DETERMINISTIC_CERTIFICATES
+from tfbound.keys import DETERMINISTIC_CERTIFICATES
 from tfbound.measures.binomial import clopper_pearson_lower
 from tfbound.report import Report
 

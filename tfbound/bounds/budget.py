@@ -14,20 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-#: What each share pays for, in full (bound-spec sections 8 and 10.5).
-SHARE_MEANINGS: Mapping[str, str] = MappingProxyType(
-    {
-        "finetune": "delta_1: the margin bound's grid over radii (section 2)",
-        "monte_carlo": "delta_mc: the Monte Carlo upper value of the RIRC (section 3)",
-        "pac_bayes": "delta_pb: PAC-Bayes with a prior learned on S1 (section 10.2)",
-        "disagreement_prior": "delta_a: the prior head's error on S2 (section 10.3)",
-        "disagreement_pool": "delta_b: the disagreement on the unlabeled pool (section 10.3)",
-        "test_set": "delta_test: the test-set bound (held out)",
-        "pretext_heldout": "delta_val: the held-out pretext interval (section 6.1)",
-        "pretext_certificate": "delta_pre: the certified pretext bound (section 6.1)",
-    }
-)
-
 
 @dataclass(frozen=True)
 class DeltaBudget:
@@ -73,4 +59,4 @@ class DeltaBudget:
         return {"delta": self.delta, **self.shares()}
 
 
-__all__ = ["SHARE_MEANINGS", "DeltaBudget"]
+__all__ = ["DeltaBudget"]

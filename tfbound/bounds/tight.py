@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 from tfbound.bounds.disagreement import DisagreementResult
 from tfbound.bounds.pac_bayes import PacBayesResult
-from tfbound.keys import DETERMINISTIC_CERTIFICATES as CATALOGUED_CERTIFICATES
-from tfbound.keys import tightness_key
+from tfbound.keys import DETERMINISTIC_CERTIFICATES, tightness_key
 from tfbound.terms import Status, Term
 
 PAC_BAYES_SOURCE = (
@@ -23,9 +22,6 @@ DISAGREEMENT_SOURCE = (
     "Kaariainen (2005): err(w_hat) <= err(w_1) + P(sign w_hat != sign w_1), each by an exact "
     "Clopper-Pearson limit; bound-spec 10.3"
 )
-
-#: The deterministic certificates of the user's head that compete for the best (spec 10.5).
-DETERMINISTIC_CERTIFICATES = tuple(str(k) for k in CATALOGUED_CERTIFICATES)
 
 
 def pac_bayes_terms(res: PacBayesResult, confidence: float) -> list[Term]:

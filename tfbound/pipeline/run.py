@@ -43,7 +43,6 @@ from tfbound.bounds.margin import (
 from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_linear
 from tfbound.bounds.pretext import pretext_terms
 from tfbound.bounds.tight import (
-    DETERMINISTIC_CERTIFICATES,
     best_certificate,
     disagreement_term,
     observed_gibbs_term,
@@ -53,7 +52,7 @@ from tfbound.bounds.tight import (
 from tfbound.config import Config, load_config
 from tfbound.features import ProgressFn
 from tfbound.io.digest import sha256_file
-from tfbound.keys import TermKey
+from tfbound.keys import DETERMINISTIC_CERTIFICATES, TermKey
 from tfbound.measures.network import ROUNDING, Affine
 from tfbound.measures.rirc import RircEstimate, rirc_linear
 from tfbound.models.heads import LinearHead, MLPHead

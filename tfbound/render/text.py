@@ -33,9 +33,6 @@ def fmt_interval(term: dict[str, Any]) -> str:
     return "" if iv is None else f"[{fmt(iv[0])}, {fmt(iv[1])}]"
 
 
-EXCESS_RISK = "downstream_excess_risk"
-
-
 def excess_risk_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The excess-risk decomposition's terms (a different quantity: shown apart), by key."""
     terms: dict[str, dict[str, Any]] = report["terms"]

@@ -56,11 +56,6 @@ def _chain(head: nn.Module) -> list[Affine]:
     return chain
 
 
-def sha256_of(path: Path | None) -> str | None:
-    """The SHA-256 of a weights file (``tfbound.io.digest.sha256_file``)."""
-    return sha256_file(path)
-
-
 def _excess_dict(e: ExcessEstimate) -> dict[str, Any]:
     return {"value": e.value, "stderr": e.stderr, "interval": list(e.interval), "m": e.m}
 
@@ -125,9 +120,9 @@ def run_transfer(
     ref_idx, est_idx = np.sort(order[:n_ref]), np.sort(order[n_ref:])
 
     members = build_members(cfg.family, base.path.parent.name)
-    base_sha = sha256_of(base.encoder.weights)
+    base_sha = sha256_file(base.encoder.weights)
     for member in members:
-        if member.kind == "checkpoint" and base_sha and sha256_of(member.path) == base_sha:
+        if member.kind == "checkpoint" and base_sha and sha256_file(member.path) == base_sha:
             warnings.append(
                 f"'{member.name}' has the configured encoder's weights (same file hash)"
             )
@@ -339,4 +334,4 @@ def _fit_dict(fit: TransferFit, names: list[str]) -> dict[str, Any]:
     }
 
 
-__all__ = ["ProgressFn", "pretext_task", "run_transfer", "sha256_of"]
+__all__ = ["ProgressFn", "pretext_task", "run_transfer"]
