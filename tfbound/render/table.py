@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -129,3 +130,17 @@ def report_table(report: dict[str, Any]) -> RenderableType:
     for warning in report["warnings"]:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     return Group(*parts)
+
+
+def as_text(renderable: RenderableType, width: int) -> str:
+    """A rich renderable as plain text at ``width`` columns (no colour codes)."""
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def report_text(report: dict[str, Any], width: int = 100) -> str:
+    """The ``tfbound estimate`` table as plain text (``Report.summary()``)."""
+    return as_text(report_table(report), width)
