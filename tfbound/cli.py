@@ -343,6 +343,9 @@ def estimate(
     json_path: JsonOpt = None,
     markdown_path: MarkdownOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every term's formula and source.")
+    ] = False,
     gate: Annotated[
         bool, typer.Option("--gate", help="Evaluate the config's gates; exit 1 if one fails.")
     ] = False,
@@ -380,6 +383,7 @@ def estimate(
     from tfbound.config import load_config
     from tfbound.gates import parse_gates
     from tfbound.pipeline import estimate as run_estimate
+    from tfbound.render.gates_render import verdict_markdown
     from tfbound.render.markdown import report_markdown
     from tfbound.render.table import report_table
 
@@ -413,7 +417,17 @@ def estimate(
         report = run_estimate(cfg, progress=progress, transfer=transfer_input)
     data = report.to_dict()
     verdicts = None if gates is None else _evaluate(gates, data, base_report)
-    finish(data, fmt, json_path, markdown_path, report_table, report_markdown, verdicts, junit)
+    verdict = None if verdicts is None else verdict_markdown(verdicts)
+    finish(
+        data,
+        fmt,
+        json_path,
+        markdown_path,
+        lambda d: report_table(d, verbose),
+        lambda d: report_markdown(d, verdict, base_report),
+        verdicts,
+        junit,
+    )
 
 
 class SpectralOpt(StrEnum):
@@ -578,14 +592,25 @@ def compare(
         Path | None, typer.Option("--json", help="Also write the comparison as JSON to this file.")
     ] = None,
     markdown_path: MarkdownOpt = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list the rows that did not change.")
+    ] = False,
 ) -> None:
-    """Term-by-term (and layer-by-layer) changes from BASE to CAND, largest change first."""
+    """Term-by-term (and layer-by-layer) changes from BASE to CAND, largest change first (the
+    rows that changed; --all for every row)."""
     from tfbound.compare import compare_reports, read_report
     from tfbound.render.compare_render import compare_markdown, compare_table
 
     b, c = read_report(base), read_report(cand)
     data = compare_reports(b, c, str(base), str(cand)).to_dict()
-    finish(data, fmt, json_path, markdown_path, compare_table, compare_markdown)
+    finish(
+        data,
+        fmt,
+        json_path,
+        markdown_path,
+        lambda d: compare_table(d, show_all),
+        lambda d: compare_markdown(d, show_all),
+    )
 
 
 @app.command()

@@ -121,7 +121,7 @@ def test_the_workflow_commands_exit_0_and_write_the_artefacts(workdir: Path) -> 
 def test_every_command_appended_to_the_step_summary(workdir: Path) -> None:
     text = (workdir / SUMMARY).read_text()
     for heading in ("## tfbound estimate", "## tfbound gates: ✅", "## tfbound check: ✅",
-                    "## tfbound compare: base.json → report.json"):  # fmt: skip
+                    "## tfbound compare: `base.json` → `report.json`"):  # fmt: skip
         assert heading in text, heading
 
 

@@ -346,7 +346,7 @@ def test_table_and_markdown_render_hand_made_data() -> None:
     assert "a.layer9" not in md
     assert "scalar parameter \\| odd" in md
     assert "- a note" in md
-    assert "### attention heads" in md
+    assert "2 attention heads</summary>" in md
 
 
 def test_json_is_sorted_plain_and_complete() -> None:

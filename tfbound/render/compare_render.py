@@ -6,11 +6,11 @@ import math
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from tfbound.keys import TermKey
-from tfbound.render.text import md_cell
+from tfbound.render.layout import Column, FitTable
+from tfbound.render.text import md_cell, md_code
 
 HEADLINE_KEYS = (TermKey.CERTIFIED.value, TermKey.BEST.value)
 
@@ -40,7 +40,7 @@ def _headlines(data: dict[str, Any]) -> list[str]:
         change = (
             f" ({signed(row['absolute'])}, {percent(row)})" if row["absolute"] is not None else ""
         )
-        lines.append(f"{key}: {num(row['base'])} -> {num(row['cand'])}{change}")
+        lines.append(f"{key}: {num(row['base'])} → {num(row['cand'])}{change}")
     return lines
 
 
@@ -53,46 +53,75 @@ def _style(row: dict[str, Any]) -> str:
     return ""
 
 
-def compare_table(data: dict[str, Any]) -> RenderableType:
+def changed(row: dict[str, Any]) -> bool:
+    """Whether a row differs between the two reports (present on one side, or another value)."""
+    if row["present"] != "both":
+        return True
+    if row["base"] is None or row["cand"] is None:
+        return (row["base"] is None) != (row["cand"] is None)
+    return bool(row["absolute"] != 0)
+
+
+def shown_rows(data: dict[str, Any], show_all: bool) -> tuple[list[dict[str, Any]], int]:
+    """The rows to print (the changed ones unless ``show_all``) and how many were left out."""
+    rows = data["deltas"] if show_all else [r for r in data["deltas"] if changed(r)]
+    return rows, len(data["deltas"]) - len(rows)
+
+
+def compare_table(data: dict[str, Any], show_all: bool = False) -> RenderableType:
     head = Text()
     head.append(f"compare {data['base']} -> {data['cand']}", style="bold")
     for line in _headlines(data):
         head.append("\n" + line, style="bold green")
-    table = Table(title="changes by impact (|relative change|)", title_justify="left")
-    table.add_column("key", no_wrap=True)
-    for col in ("base", "cand", "change", "relative"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("note", overflow="fold", min_width=14)
-    for row in data["deltas"]:
-        table.add_row(
-            Text(row["key"]),  # Text, not str: a layer name is not rich markup
-            num(row["base"]),
-            num(row["cand"]),
-            signed(row["absolute"]),
-            percent(row),
-            row["status"] or "",
-            Text(row["note"]),
-            style=_style(row),
-        )
+    rows, hidden = shown_rows(data, show_all)
+    columns = [
+        Column("key"),
+        Column("base", justify="right"),
+        Column("cand", justify="right"),
+        Column("change", justify="right"),
+        Column("relative", justify="right"),
+        Column("status"),
+        Column("note", wrap=True),
+    ]
+    cells = [
+        [
+            Text(r["key"]),  # Text, not str: a layer name is not rich markup
+            num(r["base"]),
+            num(r["cand"]),
+            signed(r["absolute"]),
+            percent(r),
+            r["status"] or "",
+            Text(r["note"]),
+        ]
+        for r in rows
+    ]
+    title = "changes by impact (|relative change|)"
+    table = FitTable(columns, cells, title=title, row_styles=[_style(r) for r in rows])
     parts: list[RenderableType] = [head, table]
+    if hidden:
+        parts.append(Text(f"{hidden} unchanged rows not shown (--all shows them)", style="dim"))
     parts += [Text(f"note: {n}", style="yellow") for n in data["notes"]]
     return Group(*parts)
 
 
-def compare_markdown(data: dict[str, Any]) -> str:
-    lines = [f"## tfbound compare: {md_cell(data['base'])} → {md_cell(data['cand'])}", ""]
-    lines += [f"**{line}**  " for line in _headlines(data)] + [""]
-    lines += [
-        "| key | base | cand | change | relative | status | note |",
-        "|---|---:|---:|---:|---:|---|---|",
+def compare_markdown(data: dict[str, Any], show_all: bool = False) -> str:
+    base, cand = md_code(data["base"]), md_code(data["cand"])
+    lines = [f"## tfbound compare: {base} → {cand}", ""]
+    heads = _headlines(data)
+    lines.append(" · ".join(f"**{md_cell(line)}**" for line in heads) or "no headline certificate")
+    rows, hidden = shown_rows(data, show_all)
+    body = [
+        "| key | base | cand | change | relative | note |",
+        "|---|---:|---:|---:|---:|---|",
     ]
-    for row in data["deltas"]:
-        lines.append(
-            f"| `{row['key']}` | {num(row['base'])} | {num(row['cand'])} | "
-            f"{signed(row['absolute'])} | {percent(row)} | {row['status'] or ''} | "
-            f"{md_cell(row['note'])} |"
+    for row in rows:
+        body.append(
+            f"| {md_code(row['key'], in_table=True)} | {num(row['base'])} | {num(row['cand'])} | "
+            f"{signed(row['absolute'])} | {percent(row)} | {md_cell(row['note'])} |"
         )
+    lines += ["", f"{len(rows)} changed" + (f", {hidden} unchanged not shown" if hidden else "")]
+    if rows:
+        lines += ["", *body]
     if data["notes"]:
         lines.append("")
         lines += [f"> note: {md_cell(n)}  " for n in data["notes"]]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from tfbound.render.text import md_cell
+from tfbound.render.layout import Column, FitTable
+from tfbound.render.text import md_cell, md_code
 
 
 def fmt(value: float | None) -> str:
@@ -40,18 +40,17 @@ def gates_table(data: dict[str, Any]) -> RenderableType:
     """``data`` is ``GateReport.to_dict()``."""
     ok = data["n_failed"] == 0
     head = Text(f"gates: {_headline(data)}", style="bold green" if ok else "bold red")
-    table = Table(expand=False)
-    table.add_column("gate", no_wrap=True)
-    table.add_column("condition", no_wrap=True)
-    table.add_column("value", justify="right", no_wrap=True)
-    table.add_column("threshold", justify="right", no_wrap=True)
     baseline = _has_baseline(data)
+    columns = [
+        Column("gate"),
+        Column("condition"),
+        Column("value", justify="right"),
+        Column("threshold", justify="right"),
+    ]
     if baseline:
-        table.add_column("baseline", justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    notes = any(_note(g) for g in data["gates"])
-    if notes:
-        table.add_column("note", overflow="fold", min_width=20)
+        columns.append(Column("baseline", justify="right"))
+    columns += [Column("verdict"), Column("note", wrap=True)]
+    rows = []
     for g in data["gates"]:
         # Text, not str: a gate name or reason is not rich markup ("blocks[0]" stays as is)
         row: list[Any] = [Text(g["gate"]), Text(g["condition"]), fmt(g["value"])]
@@ -59,25 +58,27 @@ def gates_table(data: dict[str, Any]) -> RenderableType:
         if baseline:
             row.append(fmt(g["baseline"]) if g["mode"] != "absolute" else "")
         row.append(Text("pass", style="green") if g["passed"] else Text("FAIL", style="bold red"))
-        if notes:
-            row.append(Text(_note(g)))
-        table.add_row(*row)
-    return Group(head, table)
+        row.append(Text(_note(g)))
+        rows.append(row)
+    return Group(head, FitTable(columns, rows))
+
+
+def verdict_markdown(data: dict[str, Any]) -> str:
+    """One line: whether the gates passed."""
+    return f"{'✅' if data['n_failed'] == 0 else '❌'} {_headline(data)}"
 
 
 def gates_markdown(data: dict[str, Any], title: str = "tfbound check") -> str:
-    ok = data["n_failed"] == 0
-    mark = "✅" if ok else "❌"
     baseline = _has_baseline(data)
-    lines = [f"## {title}: {mark} {_headline(data)}", ""]
+    lines = [f"## {title}: {verdict_markdown(data)}", ""]
     header = ["gate", "condition", "value", "threshold"] + (["baseline"] if baseline else [])
     header += ["verdict", "note"]
     lines.append("| " + " | ".join(header) + " |")
     align = ["---", "---", "---:", "---:"] + (["---:"] if baseline else []) + ["---", "---"]
     lines.append("|" + "|".join(align) + "|")
     for g in data["gates"]:
-        cells = [f"`{g['gate']}`", f"`{md_cell(g['condition'])}`", fmt(g["value"])]
-        cells.append(fmt(g["threshold"]))
+        cells = [md_code(g["gate"], in_table=True), md_code(g["condition"], in_table=True)]
+        cells += [fmt(g["value"]), fmt(g["threshold"])]
         if baseline:
             cells.append(fmt(g["baseline"]) if g["mode"] != "absolute" else "")
         cells.append("✅ pass" if g["passed"] else "❌ **fail**")

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from tfbound.adapters.base import HeadRow, LayerRow
 from tfbound.errors import UsageError
 from tfbound.inspect import InspectResult
 from tfbound.measures.norms import NormValue, weakest_status
-from tfbound.render.text import fmt, md_cell
+from tfbound.render.layout import Column, FitTable
+from tfbound.render.text import STATUS_STYLE, details, fmt, md_cell, md_code
 from tfbound.report import envelope
 from tfbound.terms import to_plain
 
@@ -30,13 +30,6 @@ SORT_KEYS = (
     "distance_to_reference",
     "n_params",
 )
-_STATUS_STYLE = {
-    "certified": "green",
-    "estimated": "cyan",
-    "assumed": "yellow",
-    "proxy": "magenta",
-    "diagnostic": "dim",
-}
 _HEAD_SORT = {
     "spectral_norm": "qk_spectral_norm",
     "frobenius_norm": "qk_frobenius_norm",
@@ -101,7 +94,7 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _totals_line(result: InspectResult) -> str:
+def _totals_line(result: InspectResult, sep: str = "; ") -> str:
     t = result.totals
     parts = [
         f"{t.n_layers} layers, {t.n_head_rows} head rows, {len(result.skipped)} skipped",
@@ -116,7 +109,7 @@ def _totals_line(result: InspectResult) -> str:
         )
     if t.distance_to_reference_sq_total is not None:
         parts.append(f"distance_to_reference_sq_total {fmt(t.distance_to_reference_sq_total)}")
-    return "; ".join(parts)
+    return sep.join(parts)
 
 
 def largest_spectral(result: InspectResult) -> LayerRow | None:
@@ -142,16 +135,13 @@ def headline(result: InspectResult) -> str:
     return "; ".join(parts) or "no layer with a spectral norm"
 
 
-def inspect_skipped_table(result: InspectResult) -> Table:
+def inspect_skipped_table(result: InspectResult) -> FitTable:
     """Parameters no handler took, with the reason (never dropped silently)."""
-    table = Table(title="skipped (not analysed)", title_justify="left")
-    table.add_column("parameter", overflow="fold")
-    table.add_column("shape", no_wrap=True)
-    table.add_column("dtype", no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    for s in result.skipped:
-        table.add_row(s.name, _shape(s.shape), s.dtype, s.reason)
-    return table
+    columns = [Column("parameter"), Column("shape"), Column("dtype"), Column("reason", wrap=True)]
+    rows: list[list[str | Text]] = [
+        [Text(s.name), _shape(s.shape), s.dtype, Text(s.reason)] for s in result.skipped
+    ]
+    return FitTable(columns, rows, title="skipped (not analysed)")
 
 
 def inspect_report(
@@ -161,38 +151,35 @@ def inspect_report(
     table, the skipped parameters and the notes."""
     parts: list[RenderableType] = [
         Text(headline(result), style="bold"),
+        Text(""),
         inspect_table(result, sort, top),
     ]
     if result.heads:
-        parts.append(inspect_heads_table(result, sort, top))
+        parts += [Text(""), inspect_heads_table(result, sort, top)]
     if result.skipped:
-        parts.append(inspect_skipped_table(result))
+        parts += [Text(""), inspect_skipped_table(result)]
     parts += [Text(f"note: {n}", style="dim") for n in result.notes]
     return Group(*parts)
 
 
-def inspect_table(result: InspectResult, sort: str | None = None, top: int | None = None) -> Table:
-    """The per-layer rich table (name, kind, shape, norms, status), totals as its caption."""
+def inspect_table(
+    result: InspectResult, sort: str | None = None, top: int | None = None
+) -> FitTable:
+    """The per-layer table (name, kind, shape, norms, status), totals as its caption."""
     rows = sorted_layers(result, sort, top)
     with_ref = result.reference is not None
-    table = Table(
-        title=f"tfbound inspect: {result.source}",
-        title_justify="left",
-        caption=_totals_line(result),
-        caption_justify="left",
-    )
-    table.add_column("layer", overflow="fold", min_width=20)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("shape", no_wrap=True)
-    for header in ("spectral", "frobenius", "(2,1)", "stable rank"):
-        table.add_column(header, justify="right", no_wrap=True)
+    columns = [Column("layer"), Column("kind", beside_name=True), Column("shape", beside_name=True)]
+    columns += [
+        Column(h, justify="right") for h in ("spectral", "frobenius", "(2,1)", "stable rank")
+    ]
     if with_ref:
-        table.add_column("dist. to ref", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
+        columns.append(Column("dist. to ref", justify="right"))
+    columns.append(Column("status"))
+    cells = []
     for r in rows:
         status = _row_status(r)
-        cells = [
-            r.name,
+        row: list[str | Text] = [
+            Text(r.name),  # Text, not str: a parameter name is not rich markup
             r.kind,
             _shape(r.shape),
             fmt(_value(r.spectral_norm)),
@@ -201,53 +188,62 @@ def inspect_table(result: InspectResult, sort: str | None = None, top: int | Non
             fmt(_value(r.stable_rank)),
         ]
         if with_ref:
-            cells.append(fmt(_value(r.distance_to_reference)))
-        table.add_row(*cells, Text(status, style=_STATUS_STYLE.get(status, "")))
-    return table
+            row.append(fmt(_value(r.distance_to_reference)))
+        row.append(Text(status, style=STATUS_STYLE.get(status, "")))
+        cells.append(row)
+    title = Text(f"tfbound inspect: {result.source}", style="bold", overflow="fold")
+    return FitTable(
+        columns, cells, title=title, caption=Text(_totals_line(result, "\n"), style="dim")
+    )
+
+
+#: The head table's column headers and what they are (its title explains them).
+HEAD_COLUMNS = ("QK 2", "QK 2,1", "VO 2", "VO 2,1", "bias")
 
 
 def inspect_heads_table(
     result: InspectResult, sort: str | None = None, top: int | None = None
-) -> Table:
+) -> FitTable:
     """Per-head attention products: ``QK_h`` and ``VO_h`` spectral and (2,1) norms, logit bias."""
-    table = Table(
-        title="attention heads (QK_h = Wq_h^T Wk_h, VO_h = Wo_h Wv_h)", title_justify="left"
-    )
-    table.add_column("block", overflow="fold", min_width=20)
-    table.add_column("head", justify="right", no_wrap=True)
-    for header in ("QK spectral", "QK (2,1)", "VO spectral", "VO (2,1)", "logit bias"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for h in sorted_heads(result, sort, top):
-        table.add_row(
-            h.block,
+    columns = [Column("block"), Column("head", justify="right")]
+    columns += [Column(h, justify="right") for h in HEAD_COLUMNS]
+    rows: list[list[str | Text]] = [
+        [
+            Text(h.block),
             f"{h.head}/{h.heads}",
             fmt(h.qk_spectral_norm.value),
             fmt(h.qk_l21_norm.value),
             fmt(h.vo_spectral_norm.value),
             fmt(h.vo_l21_norm.value),
             fmt(h.logit_bias_norm),
-        )
-    return table
+        ]
+        for h in sorted_heads(result, sort, top)
+    ]
+    title = (
+        "attention heads: spectral (2) and (2,1) norms of QK_h = Wq_h^T Wk_h and "
+        "VO_h = Wo_h Wv_h; bias: the logit bias norm"
+    )
+    return FitTable(columns, rows, title=title)
 
 
 def inspect_markdown(result: InspectResult, sort: str | None = None, top: int | None = None) -> str:
     """Markdown: totals, the layer table, the head table, skipped parameters and notes."""
     rows = sorted_layers(result, sort, top)
     with_ref = result.reference is not None
-    lines = [f"## tfbound inspect: `{result.source}`", ""]
+    lines = [f"## tfbound inspect: {md_code(result.source)}", ""]
     if result.reference is not None:
-        lines.append(f"reference: `{result.reference}`  ")
-    lines += [f"**{headline(result)}**  ", _totals_line(result), ""]
+        lines.append(f"reference: {md_code(result.reference)}  ")
+    lines += [f"**{md_cell(headline(result))}**  ", md_cell(_totals_line(result)), ""]
     header = "| layer | kind | shape | spectral | frobenius | (2,1) | stable rank |"
     rule = "|---|---|---|---:|---:|---:|---:|"
     if with_ref:
         header += " dist. to ref |"
         rule += "---:|"
-    lines += [header + " status |", rule + "---|"]
+    table = [header + " status |", rule + "---|"]
     for r in rows:
         cells = [
-            f"`{r.name}`",
-            r.kind,
+            md_code(r.name, in_table=True),
+            md_cell(r.kind),
             _shape(r.shape),
             fmt(_value(r.spectral_norm)),
             fmt(_value(r.frobenius_norm)),
@@ -257,26 +253,26 @@ def inspect_markdown(result: InspectResult, sort: str | None = None, top: int | 
         if with_ref:
             cells.append(fmt(_value(r.distance_to_reference)))
         cells.append(_row_status(r))
-        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
+        table.append("| " + " | ".join(cells) + " |")
+    lines += details(f"{len(rows)} layers", table)
     heads = sorted_heads(result, sort, top)
     if heads:
-        lines += [
-            "",
-            "### attention heads",
-            "",
+        body = [
             "| block | head | QK spectral | QK (2,1) | VO spectral | VO (2,1) | logit bias |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for h in heads:
-            lines.append(
-                f"| `{h.block}` | {h.head}/{h.heads} | {fmt(h.qk_spectral_norm.value)} "
-                f"| {fmt(h.qk_l21_norm.value)} | {fmt(h.vo_spectral_norm.value)} "
-                f"| {fmt(h.vo_l21_norm.value)} | {fmt(h.logit_bias_norm)} |"
+            body.append(
+                f"| {md_code(h.block, in_table=True)} | {h.head}/{h.heads} "
+                f"| {fmt(h.qk_spectral_norm.value)} | {fmt(h.qk_l21_norm.value)} "
+                f"| {fmt(h.vo_spectral_norm.value)} | {fmt(h.vo_l21_norm.value)} "
+                f"| {fmt(h.logit_bias_norm)} |"
             )
+        lines += details(f"{len(heads)} attention heads", body)
     if result.skipped:
         lines += ["", "### skipped", ""]
         lines += [
-            f"- `{s.name}` ({_shape(s.shape)}, {s.dtype}): {md_cell(s.reason)}"
+            f"- {md_code(s.name)} ({_shape(s.shape)}, {md_cell(s.dtype)}): {md_cell(s.reason)}"
             for s in result.skipped
         ]
     if result.notes:

@@ -1,76 +1,126 @@
-"""Markdown summary of a report (for a pull-request comment or a CI step summary)."""
+"""Markdown of a report for a pull-request comment or a CI step summary.
+
+The headline on top in one line; the certificates in a narrow table; every group of terms in a
+collapsed ``<details>`` block; formulas in code spans (so GitHub does not read ``_`` as
+emphasis) and only inside the collapsed formulas block.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tfbound.keys import TermKey
+from tfbound.keys import Role, TermKey
+from tfbound.render.table import GROUPS
 from tfbound.render.text import (
+    details,
     excess_risk_terms,
     fmt,
     fmt_interval,
+    headline_lines,
     md_cell,
+    md_code,
     ordered_bounds,
-    ordered_terms,
+    term_note,
     tightness_of,
 )
 
 
-def _term_row(term: dict[str, Any]) -> str:
-    return (
-        f"| `{term['key']}` | {fmt(term['value'])} | {fmt_interval(term)} | {term['status']} "
-        f"| {term['quantity']} | {md_cell(term['formula'])} |"
-    )
+def _term_rows(terms: list[dict[str, Any]], report: dict[str, Any]) -> list[str]:
+    lines = ["| key | value | interval | status | note |", "|---|---:|---|---|---|"]
+    for t in terms:
+        note = term_note(t, report) or ""
+        lines.append(
+            f"| `{t['key']}` | {fmt(t['value'])} | {fmt_interval(t)} | {t['status']} "
+            f"| {md_cell(note)} |"
+        )
+    return lines
 
 
-def report_markdown(report: dict[str, Any]) -> str:
-    lines = ["## tfbound estimate", ""]
+def formulas_block(terms: list[dict[str, Any]]) -> list[str]:
+    """Every formula in a code span with its source, one list item per term."""
+    body = [f"- `{t['key']}` = {md_code(t['formula'])}  \n  {md_cell(t['source'])}" for t in terms]
+    return details(f"formulas and sources ({len(terms)} terms)", body)
+
+
+def headline_markdown(
+    report: dict[str, Any], verdict: str | None = None, baseline: dict[str, Any] | None = None
+) -> str:
+    """The one-line verdict of a report: the gates' verdict (if any), the headline in bold with
+    its change from ``baseline`` (if any), then the held-out numbers."""
+    lines = headline_lines(report)
+    parts = [verdict] if verdict else []
+    if lines:
+        head = f"**{md_cell(lines[0])}**"
+        key = TermKey.BEST.value
+        was = (baseline or {}).get("bounds", {}).get(key, {}).get("value")
+        now = report["bounds"].get(key, {}).get("value")
+        if was is not None and now is not None:
+            change = f", {100 * (now - was) / was:+.1f}%" if was else ""
+            head += f" (baseline {fmt(was)}{change})"
+        parts += [head, *(md_cell(x) for x in lines[1:])]
+    else:
+        parts.append("no certificate computed")
+    return " · ".join(parts)
+
+
+def report_markdown(
+    report: dict[str, Any], verdict: str | None = None, baseline: dict[str, Any] | None = None
+) -> str:
+    lines = ["## tfbound estimate", "", headline_markdown(report, verdict, baseline)]
     ordered = ordered_bounds(report)
     if ordered:
-        lead = ordered[0]
-        conf = lead.get("confidence")
-        suffix = f" (probability >= {fmt(conf)})" if conf is not None else ""
-        chosen = lead.get("details", {}).get("chosen")
-        via = f", from `{chosen}`" if chosen else ""
-        lines.append(f"**{lead['key']}: {fmt(lead['value'])}**{suffix}{via}  ")
-    terms = report["terms"]
-    held = [
-        f"{k}: {fmt(terms[k]['value'])}"
-        for k in (TermKey.OBSERVED_TEST_ERROR, TermKey.TEST_SET_BOUND)
-        if k in terms
-    ]
-    if held:
-        lines.append("held out: " + ", ".join(held) + "  ")
-    if ordered:
         lines += [
             "",
-            "| certificate | value | probability | tightness | quantity | formula |",
-            "|---|---:|---:|---:|---|---|",
+            "| certificate | value | probability | tightness |",
+            "|---|---:|---:|---:|",
         ]
         for total in ordered:
+            value = fmt(total["value"]) + (" (vacuous)" if total["value"] >= 1 else "")
+            note = term_note(total, report)
+            name = f"`{total['key']}`" + (f" ({md_cell(note)})" if note else "")
             lines.append(
-                f"| `{total['key']}` | {fmt(total['value'])} | {fmt(total.get('confidence'))} "
-                f"| {fmt(tightness_of(report, total['key']))} | {total['quantity']} "
-                f"| {md_cell(total['formula'])} |"
+                f"| {name} | {value} | {fmt(total.get('confidence'))} "
+                f"| {fmt(tightness_of(report, total['key']))} |"
             )
-    lines += [
-        "",
-        "| key | value | interval | status | quantity | formula |",
-        "|---|---:|---|---|---|---|",
-    ]
-    lines += [_term_row(term) for term in ordered_terms(report)]
-    decomposition = excess_risk_terms(report)
-    if decomposition:
-        lines += [
-            "",
-            "Excess-risk decomposition (bound-spec 6.2): a different quantity, never compared with "
-            "the test-error certificates.",
-            "",
-            "| key | value | interval | status | quantity | formula |",
-            "|---|---:|---|---|---|---|",
-            *(_term_row(term) for term in decomposition),
+    terms: dict[str, dict[str, Any]] = report["terms"]
+    shown: list[dict[str, Any]] = []
+    for total in ordered:
+        components = [terms[k] for k in total.get("components", []) if k in terms]
+        if components:
+            shown += components
+            title = f"{total['key']} = {fmt(total['value'])}, the sum of {len(components)} terms"
+            lines += details(title, _term_rows(components, report))
+    seen = {t["key"] for t in shown}
+    for title, role, statuses in GROUPS:
+        group = [
+            terms[k]
+            for k in sorted(terms)
+            if k not in seen
+            and terms[k].get("role") == role
+            and (statuses is None or terms[k]["status"] in statuses)
         ]
+        if group:
+            seen.update(t["key"] for t in group)
+            shown += group
+            lines += details(f"{title} ({len(group)})", _term_rows(group, report))
+    decomposition = excess_risk_terms(report)
+    rest = [
+        t for k, t in sorted(terms.items()) if k not in seen and t["role"] != Role.DECOMPOSITION
+    ]
+    if rest:
+        shown += rest
+        lines += details(f"other terms ({len(rest)})", _term_rows(rest, report))
+    if decomposition:
+        shown += decomposition
+        title = (
+            "excess-risk decomposition (bound-spec 6.2): a different quantity, never compared "
+            "with the test-error certificates"
+        )
+        lines += details(title, _term_rows(decomposition, report))
+    lines += formulas_block([*ordered, *shown])
     deltas = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(report["deltas"].items()))
-    lines += ["", f"delta shares: {deltas}"]
-    lines += [f"> warning: {w}" for w in report["warnings"]]
+    lines += ["", f"delta shares: {md_cell(deltas)}"]
+    if report["warnings"]:
+        lines.append("")
+        lines += [f"> warning: {md_cell(w)}  " for w in report["warnings"]]
     return "\n".join(lines) + "\n"

@@ -1,146 +1,189 @@
-"""The rich table that ``tfbound estimate`` prints by default."""
+"""What ``tfbound estimate`` prints by default: the headline first, then titled groups.
+
+Order (each group read from the terms' ``role``, never from a key's prefix): the headline
+certificate with the observed test error and the test-set bound; the certificates on the user's
+head; each certificate's components; held-out numbers; the pre-training task; capacity numbers;
+proxies; diagnostics; transfer and heterogeneity; the excess-risk decomposition (another
+quantity); the delta shares and the warnings. Formulas and sources only with ``verbose``.
+"""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
+from rich.padding import Padding
 from rich.text import Text
 
-from tfbound.keys import TermKey
+from tfbound.keys import Role
+from tfbound.render.layout import Column, FitTable, render_text
 from tfbound.render.text import (
+    STATUS_STYLE,
     excess_risk_terms,
     fmt,
     fmt_interval,
+    headline_lines,
     ordered_bounds,
-    ordered_terms,
+    term_note,
     tightness_of,
 )
 
-_STATUS_STYLE = {
-    "certified": "green",
-    "estimated": "cyan",
-    "assumed": "yellow",
-    "proxy": "magenta",
-    "diagnostic": "dim",
-}
+#: The groups of terms under the certificates, in reading order: (title, role, statuses or None).
+GROUPS: tuple[tuple[str, Role, tuple[str, ...] | None], ...] = (
+    ("held out (the test split)", Role.HELDOUT, None),
+    ("pre-training task", Role.PRETEXT, None),
+    ("capacity", Role.CAPACITY, ("certified", "estimated", "assumed", "diagnostic")),
+    ("proxies (not bounds: for comparing models)", Role.CAPACITY, ("proxy",)),
+    ("diagnostics (tightness: a certificate over the test-set bound)", Role.DIAGNOSTIC, None),
+    ("transfer", Role.TRANSFER, None),
+    ("heterogeneity of the pre-training and downstream data", Role.HETEROGENEITY, None),
+)
 
 
-def _bar(value: float | None, total: float | None, width: int = 12) -> str:
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def _bar(value: float | None, total: float | None, width: int = 10) -> str:
     if value is None or not total or total <= 0 or value < 0:
         return ""
     filled = round(width * min(1.0, value / total))
     return "█" * filled + "·" * (width - filled)
 
 
-def _terms_table(title: str, terms: list[dict[str, Any]], total: dict[str, Any] | None) -> Table:
-    """Rows of terms; with ``total``, its components get a share bar and it closes the table."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("key", no_wrap=True)
-    table.add_column("value", no_wrap=True, justify="right")
-    table.add_column("share", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("formula", overflow="fold", min_width=24)
-    summed = set(total.get("components", [])) if total else set()
-    for term in terms:
-        share = _bar(term["value"], total["value"]) if total and term["key"] in summed else ""
-        value = fmt(term["value"])
-        interval = fmt_interval(term)
-        status = term["status"]
-        table.add_row(
-            Text(term["key"]),
-            Text(f"{value}\n{interval}" if interval else value),
-            share,
-            Text(status, style=_STATUS_STYLE.get(status, "")),
-            Text(term["formula"]),
-        )
-    if total:
-        table.add_row(
-            Text(total["key"], style="bold"),
-            Text(fmt(total["value"]), style="bold"),
-            "",
-            Text(total["status"], style=_STATUS_STYLE.get(total["status"], "")),
-            Text(total["formula"]),
-        )
-    return table
+def _value_cell(term: dict[str, Any]) -> str:
+    interval = fmt_interval(term)
+    return f"{fmt(term['value'])}\n{interval}" if interval else fmt(term["value"])
 
 
-def report_table(report: dict[str, Any]) -> RenderableType:
-    parts: list[RenderableType] = []
-    bounds = report["bounds"]
-    terms = report["terms"]
-    ordered = ordered_bounds(report)
-    if ordered:
-        lead = ordered[0]
-        headline = Text(f"{lead['key']} = {fmt(lead['value'])}", style="bold green")
-        if lead.get("confidence") is not None:
-            headline.append(f"  (holds with probability >= {fmt(lead['confidence'])})", style="")
-        chosen = lead.get("details", {}).get("chosen")
-        if chosen:
-            headline.append(f"  from {chosen}", style="")
-        parts.append(headline)
-    held = [
-        f"{k} = {fmt(terms[k]['value'])}"
-        for k in (TermKey.OBSERVED_TEST_ERROR, TermKey.TEST_SET_BOUND)
-        if k in terms
+def terms_table(
+    title: str,
+    terms: list[dict[str, Any]],
+    report: dict[str, Any],
+    verbose: bool,
+    total: dict[str, Any] | None = None,
+) -> RenderableType:
+    """Rows of terms (key, value with its interval, status); with ``total`` a share bar of it;
+    with ``verbose`` the formula and the source."""
+    columns = [
+        Column("key"),
+        Column("value", justify="right"),
+        Column("status"),
     ]
-    if held:
-        parts.append(Text("held out: " + "   ".join(held)))
-    certs = Table(title="certificates (each a complete bound; never added together)")
-    for col in ("certificate", "value", "probability", "tightness"):
-        certs.add_column(col, no_wrap=True, justify="left" if col == "certificate" else "right")
-    sources = Text(style="dim")
+    if total is not None:
+        columns.append(Column("share", optional=1, stack=False))
+    rows = []
+    for term in terms:
+        row: list[str | Text] = [term["key"], _value_cell(term), status_text(term["status"])]
+        if total is not None:
+            row.append(_bar(term["value"], total["value"]))
+        rows.append(row)
+    notes = [term_note(term, report) for term in terms]
+    table = FitTable(columns, rows, title=title, notes=notes)
+    return Group(table, formulas(terms)) if verbose else table
+
+
+def formulas(terms: list[dict[str, Any]]) -> RenderableType:
+    """Each term's formula and source under its table (``--verbose``), wrapped at spaces."""
+    lines: list[RenderableType] = []
+    for term in terms:
+        formula = term["formula"]
+        line = Text(term["key"], style="bold")
+        line.append(
+            formula.removeprefix(term["key"])
+            if formula.startswith(term["key"] + " =")
+            else " = " + formula
+        )
+        lines.append(Padding(line, (0, 0, 0, 2)))
+        lines.append(Padding(Text("source: " + term["source"], style="dim"), (0, 0, 0, 6)))
+    return Group(*lines)
+
+
+def certificates_table(report: dict[str, Any], verbose: bool) -> RenderableType | None:
+    """The complete bounds on the user's head, best first (never added together)."""
+    ordered = ordered_bounds(report)
+    if not ordered:
+        return None
+    columns = [
+        Column("certificate"),
+        Column("value", justify="right"),
+        Column("probability", justify="right"),
+        Column("tightness", justify="right"),
+    ]
+    rows = []
     for total in ordered:
-        name = total["key"]
-        if total["quantity"] != "downstream_test_error":
-            name += f" ({total['quantity']})"
-        certs.add_row(
-            Text(name, style="bold" if total is ordered[0] else ""),
-            fmt(total["value"]),
+        name = Text(total["key"], style="bold" if total is ordered[0] else "")
+        row: list[str | Text] = [
+            name,
+            vacuous_value(total),
             fmt(total.get("confidence")),
             fmt(tightness_of(report, total["key"])),
-        )
-        sources.append(f"{total['key']}: {total['source']}\n")
-    if ordered:
-        parts.append(certs)
-        parts.append(sources)
+        ]
+        rows.append(row)
+    title = "certificates on your head (each a complete bound; never added together)"
+    notes = [term_note(total, report) for total in ordered]
+    table = FitTable(columns, rows, title=title, notes=notes)
+    return Group(table, formulas(ordered)) if verbose else table
 
-    section2 = bounds.get(TermKey.CERTIFIED)
-    parts.append(
-        _terms_table(
-            "the section-2 bound term by term, and every other number",
-            ordered_terms(report),
-            section2,
-        )
-    )
+
+def vacuous_value(total: dict[str, Any]) -> Text:
+    """A certificate's value, marked when it says nothing (>= 1)."""
+    text = Text(fmt(total["value"]))
+    if total["value"] is not None and total["value"] >= 1:
+        text.append(" vacuous", style="dim")
+    return text
+
+
+def report_table(report: dict[str, Any], verbose: bool = False) -> RenderableType:
+    parts: list[RenderableType] = [
+        Text(line, style="bold" if i == 0 else "") for i, line in enumerate(headline_lines(report))
+    ]
+    certs = certificates_table(report, verbose)
+    if certs is not None:
+        parts += [Text(""), certs]
+    terms: dict[str, dict[str, Any]] = report["terms"]
+    shown: set[str] = set()
+    for total in ordered_bounds(report):
+        components = [terms[k] for k in total.get("components", []) if k in terms]
+        if not components:
+            continue
+        shown.update(t["key"] for t in components)
+        title = f"{total['key']} = {fmt(total['value'])}, the sum of"
+        parts += [Text(""), terms_table(title, components, report, verbose, total)]
+    for title, role, statuses in GROUPS:
+        group = [
+            terms[k]
+            for k in sorted(terms)
+            if k not in shown
+            and terms[k].get("role") == role
+            and (statuses is None or terms[k]["status"] in statuses)
+        ]
+        shown.update(t["key"] for t in group)
+        if group:
+            parts += [Text(""), terms_table(title, group, report, verbose)]
     decomposition = excess_risk_terms(report)
+    shown.update(t["key"] for t in decomposition)
+    rest = [terms[k] for k in sorted(terms) if k not in shown]
+    if rest:
+        parts += [Text(""), terms_table("other terms", rest, report, verbose)]
     if decomposition:
-        parts.append(
-            _terms_table(
-                "excess-risk decomposition (bound-spec 6.2): a different quantity, "
-                "never compared with the test-error certificates",
-                decomposition,
-                None,
-            )
+        title = (
+            "excess-risk decomposition (bound-spec 6.2): a different quantity, "
+            "never compared with the test-error certificates"
         )
+        parts += [Text(""), terms_table(title, decomposition, report, verbose)]
     deltas = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(report["deltas"].items()))
-    parts.append(Text(f"delta shares: {deltas}", style="dim"))
+    parts += [Text(""), Text(f"delta shares: {deltas}", style="dim")]
     for warning in report["warnings"]:
         parts.append(Text(f"warning: {warning}", style="yellow"))
+    if not verbose:
+        parts.append(Text("formulas and sources: --verbose", style="dim"))
     return Group(*parts)
 
 
-def as_text(renderable: RenderableType, width: int) -> str:
-    """A rich renderable as plain text at ``width`` columns (no colour codes)."""
-    from rich.console import Console
-
-    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
-    console.print(renderable)
-    return console.export_text()
-
-
-def report_text(report: dict[str, Any], width: int = 100) -> str:
+def report_text(report: dict[str, Any], width: int = 100, verbose: bool = False) -> str:
     """The ``tfbound estimate`` table as plain text (``Report.summary()``)."""
-    return as_text(report_table(report), width)
+    return render_text(report_table(report, verbose), width)
+
+
+__all__ = ["GROUPS", "certificates_table", "report_table", "report_text", "terms_table"]

@@ -6,10 +6,51 @@ from typing import Any
 
 from tfbound.keys import Role, TermKey, tightness_key
 
+#: The colour of each status in a terminal (one meaning per colour).
+STATUS_STYLE = {
+    "certified": "green",
+    "estimated": "cyan",
+    "assumed": "yellow",
+    "proxy": "magenta",
+    "diagnostic": "dim",
+}
+
+
+_MD_SPECIAL = "\\`*_<>[]|~#!"
+
 
 def md_cell(text: Any) -> str:
-    """``text`` as one markdown table cell: pipes escaped, newlines folded (the one escaper)."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """``text`` as literal markdown (a table cell, a list item, a quote): every character
+    markdown could read as markup backslash-escaped, newlines folded (the one escaper)."""
+    body = " ".join(str(text).split())
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in body)
+
+
+def html_text(text: Any) -> str:
+    """``text`` inside an HTML element of a markdown file (``<summary>``): HTML-escaped."""
+    import html
+
+    return html.escape(" ".join(str(text).split()))
+
+
+def md_code(text: Any, in_table: bool = False) -> str:
+    """``text`` as one markdown code span: no emphasis, no markup; a fence longer than any run of
+    backticks inside. In a table cell the pipes are escaped (GFM reads ``\\|`` there as ``|``)."""
+    body = " ".join(str(text).split())
+    if in_table:
+        body = body.replace("|", "\\|")
+    run = longest = 0
+    for ch in body:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def details(summary: str, body: list[str]) -> list[str]:
+    """A collapsed block (GitHub renders markdown inside it after a blank line)."""
+    return ["", f"<details><summary>{html_text(summary)}</summary>", "", *body, "", "</details>"]
 
 
 def fmt(value: Any) -> str:
@@ -75,3 +116,58 @@ def tightness_of(report: dict[str, Any], key: str) -> Any:
     """The held-out tightness term that belongs to a certificate, or None."""
     term = report["terms"].get(tightness_key(key))
     return None if term is None else term["value"]
+
+
+def headline_lines(report: dict[str, Any]) -> list[str]:
+    """What a reader needs first: the headline certificate (its value, route and probability),
+    then the observed test error and the test-set bound."""
+    lines = []
+    bounds, terms = report["bounds"], report["terms"]
+    lead = bounds.get(TermKey.BEST) or next(iter(ordered_bounds(report)), None)
+    if lead is not None:
+        line = f"{lead['key']} = {fmt(lead['value'])}"
+        chosen = lead.get("details", {}).get("chosen")
+        if chosen:
+            line += f" from {chosen}"
+        if lead.get("confidence") is not None:
+            line += f", holds with probability >= {fmt(lead['confidence'])}"
+        if lead["value"] >= 1:
+            line += " (vacuous)"
+        lines.append(line)
+    held = []
+    observed = terms.get(TermKey.OBSERVED_TEST_ERROR)
+    if observed is not None:
+        m = report.get("data", {}).get("downstream_test", {}).get("m_test")
+        on = f" on {m} test examples" if m is not None else ""
+        held.append(f"observed test error {fmt(observed['value'])}{on}")
+    test_bound = terms.get(TermKey.TEST_SET_BOUND)
+    if test_bound is not None:
+        conf = test_bound.get("confidence")
+        prob = f" (probability >= {fmt(conf)})" if conf is not None else ""
+        held.append(f"test-set bound {fmt(test_bound['value'])}{prob}")
+    if held:
+        lines.append("; ".join(held))
+    return lines
+
+
+def term_note(term: dict[str, Any], report: dict[str, Any]) -> str | None:
+    """A short explanation for a term whose meaning its key and value do not make obvious."""
+    key, details = term["key"], term.get("details", {})
+    if term.get("role") in (Role.HEADLINE, Role.CERTIFICATE):
+        if term["quantity"] != "downstream_test_error":
+            return f"bounds the {term['quantity'].replace('_', ' ')}, not your head's error"
+        return None
+    if key == TermKey.DOWNSTREAM_EMPIRICAL_RISK:
+        rho = report["bounds"].get(TermKey.CERTIFIED, {}).get("details", {}).get("rho_k_star")
+        at = f" = {fmt(rho)}" if rho is not None else ""
+        return (
+            f"ramp loss of the head rescaled to the chosen margin rho_k*{at} "
+            "(not the training error)"
+        )
+    if key == TermKey.CAPACITY_RATIO:
+        q = details.get("margin_quantile")
+        of = f"{100 * q:g}% quantile" if isinstance(q, float) else "quantile"
+        return f"rirc_head over the {of} of the training margins (scale-free)"
+    if key == TermKey.PRETEXT_GENERALIZATION_GAP:
+        return "held-out minus training pretext loss"
+    return None

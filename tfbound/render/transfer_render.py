@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from tfbound.errors import InputError
 from tfbound.io.atomic import write_bytes_atomic
-from tfbound.render.text import fmt, fmt_interval, md_cell
+from tfbound.render.layout import Column, FitTable
+from tfbound.render.text import fmt, fmt_interval, md_cell, md_code
 
 #: beta values shown from the envelope grid in the table and the markdown.
 ENVELOPE_SHOWN = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -145,32 +145,31 @@ def transfer_table(report: dict[str, Any]) -> RenderableType:
         f"reference: {ref.get('name')} ({ref.get('chosen_on')})"
     )
     level = _g(report.get("fit", {}).get("level"))
-    table = Table(
-        title=f"members: excess risks vs the reference, +- the {level} interval",
-        title_justify="left",
-    )
-    table.add_column("member", no_wrap=True)
-    table.add_column("pretext", justify="right", no_wrap=True)
-    table.add_column("E_U", justify="right", no_wrap=True)
-    table.add_column("probe", justify="right", no_wrap=True)
-    table.add_column("E_T", justify="right", no_wrap=True)
-    table.add_column("fit", no_wrap=True)
-    for m in report["members"]:
-        table.add_row(
-            m["name"],
+    columns = [
+        Column("member"),
+        Column("pretext", justify="right"),
+        Column("E_U", justify="right"),
+        Column("probe", justify="right"),
+        Column("E_T", justify="right"),
+        Column("fit"),
+    ]
+    rows: list[list[str | Text]] = [
+        [
+            Text(m["name"]),
             f"{m['pretext_risk_estimate_part']:.4f}",
             plus_minus(m["e_u"]),
             f"{m['probe_heldout_risk']:.4f}",
             plus_minus(m["e_t"]),
             _short_status(m),
-        )
+        ]
+        for m in report["members"]
+    ]
+    table = FitTable(
+        columns, rows, title=f"members: excess risks vs the reference, +- the {level} interval"
+    )
     fit = Text("\n".join(fit_lines(report)))
-    parts: list[RenderableType] = [head, table, Text("fit", style="bold"), fit]
-    tt = Table(title="transfer and heterogeneity terms", title_justify="left")
-    tt.add_column("key", no_wrap=True)
-    tt.add_column("value", justify="right")
-    tt.add_column("status", no_wrap=True)
-    tt.add_column("note", overflow="fold")
+    parts: list[RenderableType] = [head, Text(""), table, Text(""), Text("fit", style="bold"), fit]
+    term_rows = []
     for key, term in ordered_transfer_terms(report):
         details = term.get("details", {})
         iv = fmt_interval(term)
@@ -187,13 +186,25 @@ def transfer_table(report: dict[str, Any]) -> RenderableType:
             notes.append(f"level {_g(term['confidence'])}")
         if key.startswith("transformation_gap") and "relative" in details:
             notes.append(f"{fmt(details['relative'])} of the mean feature norm")
-        tt.add_row(
-            key,
-            fmt(term["value"]) + (f"\n{iv}" if iv else ""),
-            term["status"],
-            "; ".join(notes),
+        term_rows.append(
+            [
+                key,
+                fmt(term["value"]) + (f"\n{iv}" if iv else ""),
+                term["status"],
+                "; ".join(notes),
+            ]
         )
-    parts.append(tt)
+    tt = FitTable(
+        [
+            Column("key"),
+            Column("value", justify="right"),
+            Column("status"),
+            Column("note", wrap=True),
+        ],
+        term_rows,
+        title="transfer and heterogeneity terms",
+    )
+    parts += [Text(""), tt]
     for w in report.get("warnings", []):
         parts.append(Text(f"warning: {w}", style="yellow"))
     return Group(*parts)
@@ -202,11 +213,16 @@ def transfer_table(report: dict[str, Any]) -> RenderableType:
 def transfer_markdown(report: dict[str, Any]) -> str:
     fam = report.get("family", {})
     ref = report.get("reference", {})
+    f = report.get("fit", {})
     lines = [
         "## tfbound transfer",
         "",
+        f"**beta = {fmt(f.get('beta'))} {_iv(f.get('beta_interval'))}, "
+        f"C = {fmt(f.get('c'))}; envelope C({_g(f.get('beta_fixed'))}) = "
+        f"{fmt(f.get('c_envelope'))}** (over the explored family only)",
+        "",
         f"Family: {fam.get('n_members')} members, runs: {', '.join(fam.get('runs', []))}. "
-        f"Reference: `{ref.get('name')}` ({ref.get('chosen_on')}).",
+        f"Reference: {md_code(ref.get('name'))} ({md_cell(ref.get('chosen_on'))}).",
         "",
         "| member | run | where | pretext risk | E_U | E_U interval | probe risk | E_T | "
         "E_T interval | in fit |",
@@ -216,7 +232,7 @@ def transfer_markdown(report: dict[str, Any]) -> str:
         eu, eu_iv = _excess(m["e_u"])
         et, et_iv = _excess(m["e_t"])
         lines.append(
-            f"| {md_cell(m['name'])} | {m['run']} | {_member_where(m)} | "
+            f"| {md_code(m['name'], in_table=True)} | {md_cell(m['run'])} | {_member_where(m)} | "
             f"{fmt(m['pretext_risk_estimate_part'])} | {eu} | {eu_iv} | "
             f"{fmt(m['probe_heldout_risk'])} | {et} | {et_iv} | {_status(m)} |"
         )
@@ -229,10 +245,10 @@ def transfer_markdown(report: dict[str, Any]) -> str:
         value = fmt(term["value"]) + (f" (p = {fmt(p)})" if p is not None else "")
         lines.append(
             f"| `{key}` | {value} | {fmt_interval(term)} | {term['status']} | "
-            f"{md_cell(term['formula'])} |"
+            f"{md_code(term['formula'], in_table=True)} |"
         )
     lines.append("")
-    lines += [f"> warning: {w}" for w in report.get("warnings", [])]
+    lines += [f"> warning: {md_cell(w)}" for w in report.get("warnings", [])]
     return "\n".join(lines) + "\n"
 
 
