@@ -1,6 +1,3 @@
-"""Reading checkpoints and data files: safetensors, weights-only PyTorch files, npz/npy."""
-
-from tfbound.io.checkpoints import load_module_weights, load_tensors
-from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
-
-__all__ = ["LabeledArrays", "load_inputs", "load_labeled", "load_module_weights", "load_tensors"]
+"""Reading checkpoints and data files (safetensors, weights-only PyTorch files, npz/npy) and
+writing outputs atomically. Import the submodules (``tfbound.io.checkpoints``, ``.datasets``,
+``.atomic``, ...): this package imports nothing, so writing a file never loads torch."""
