@@ -134,7 +134,9 @@ def transfer_figure(report: Mapping[str, Any], title: str | None = None) -> Any:
     )
     notes = [f"reference: {report.get('reference', {}).get('name')}"]
     if hidden:
-        notes.append(f"{hidden} members with E_U or E_T <= 0 not drawn (log axes)")
+        notes.append(
+            f"{hidden} member{'' if hidden == 1 else 's'} with E_U or E_T <= 0 not drawn (log axes)"
+        )
     span = fit.get("e_u_span_decades")
     if span is not None:
         notes.append(
