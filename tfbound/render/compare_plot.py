@@ -135,6 +135,9 @@ def compare_figure(
         va="top",
     )
     footer = []
+    one_side = [d for d in comparison.get("deltas", []) if d.get("present") != "both"]
+    if one_side:
+        footer.append(f"{len(one_side)} numbers are in one report only (not drawn; see the table)")
     if hidden:
         footer.append(f"and {len(hidden)} more changed numbers (smaller changes; see the table)")
     import textwrap
