@@ -242,6 +242,17 @@ def _check_output_folders(*paths: Path | None) -> None:
             raise InputError("cannot write: the file is read-only", path=path)
 
 
+def _check_plot_path(path: Path, what: str) -> None:
+    """A --plot file: a .png, .svg or .pdf suffix (usage error), matplotlib installed and a
+    writable place, all before any work."""
+    from tfbound.render.figures import require_matplotlib
+
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError("--plot must end in .png, .svg or .pdf")
+    require_matplotlib(what)
+    _check_output_folders(path)
+
+
 def _select_gates(gates_file: Path | None, recorded: tuple[Any, ...], where: str) -> Any:
     from tfbound.gates import load_gates_file
 
@@ -500,6 +511,15 @@ def inspect(
         ),
     ] = SpectralOpt.exact,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    plot_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Also draw the per-layer spectral norms and stable ranks and the per-head QK/VO "
+            "norms (.png, .svg or .pdf; needs matplotlib).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Per-layer norms of a checkpoint: spectral, Frobenius, (2,1), stable rank, distance to a
     reference; per-head attention products; skipped parameters; totals and products."""
@@ -516,6 +536,8 @@ def inspect(
     if top is not None and top < 1:
         raise UsageError(f"--top must be >= 1, got {top}")
     _check_output_folders(json_path, markdown_path)
+    if plot_path is not None:
+        _check_plot_path(plot_path, "inspect --plot")
     with _progress(not quiet) as progress:
         if _is_config(checkpoint):
             from tfbound.pipeline.inspect_config import inspect_config
@@ -530,6 +552,11 @@ def inspect(
                 spectral=spectral.value,
                 progress=progress,
             )
+    if plot_path is not None:
+        from tfbound.render.inspect_plot import plot_inspect
+
+        plot_inspect(result, plot_path)
+        _stderr().print(f"wrote {plot_path}")
     finish(
         inspect_json(result),
         fmt,
@@ -595,14 +622,31 @@ def compare(
     show_all: Annotated[
         bool, typer.Option("--all", help="Also list the rows that did not change.")
     ] = False,
+    plot_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Also draw before/after bars of the terms that changed, one panel each "
+            "(.png, .svg or .pdf; needs matplotlib).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Term-by-term (and layer-by-layer) changes from BASE to CAND, largest change first (the
     rows that changed; --all for every row)."""
     from tfbound.compare import compare_reports, read_report
     from tfbound.render.compare_render import compare_markdown, compare_table
 
+    if plot_path is not None:
+        _check_plot_path(plot_path, "compare --plot")
     b, c = read_report(base), read_report(cand)
     data = compare_reports(b, c, str(base), str(cand)).to_dict()
+    if plot_path is not None:
+        from tfbound.render.compare_plot import plot_compare
+        from tfbound.render.plot import default_labels
+
+        plot_compare(data, b, c, plot_path, default_labels([base, cand], [b, c]))
+        _stderr().print(f"wrote {plot_path}")
     finish(
         data,
         fmt,

@@ -75,15 +75,129 @@ def test_plot_png_one_and_several(reports: list[str], tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_layout_keeps_other_certificates_and_checks_apart() -> None:
-    from tfbound.render.plot import _layout
+def test_bars_and_panels_come_from_the_roles() -> None:
+    from tfbound.render.plot import _main_bars, _side_panels
 
-    lay = _layout([("a", report()), ("c", report(bound=False))])
-    assert lay["components"] == ["downstream_empirical_risk", "rirc_term", "confidence_finetune"]
-    assert lay["certs"] == ["pac_bayes_deterministic_bound"]
-    assert lay["best"] == ["best_certified_test_error_bound"]
-    assert lay["checks"] == ["test_set_bound", "observed_test_error"]
-    assert "capacity_ratio" in lay["other"] and "rirc_term" not in lay["other"]
+    reps = [("a", report()), ("c", report(bound=False))]
+    assert _main_bars(reps) == [
+        "best_certified_test_error_bound",
+        "certified_test_error_bound",
+        "pac_bayes_deterministic_bound",
+        "test_set_bound",
+    ]
+    panels = _side_panels(reps)
+    assert "rirc_term" not in str(panels) and "observed_test_error" not in str(panels)
+    assert panels["complexity"] == ["capacity_ratio"]
+    assert panels["proxies (not bounds)"] == ["rirc_head"]  # a proxy apart from the estimates
+    assert panels["gap"] == ["pretext_generalization_gap"]  # one panel per quantity
+
+
+def _figure(reps: list[tuple[str, dict[str, Any]]]) -> Any:
+    pytest.importorskip("matplotlib")
+    from tfbound.render.plot import reports_figure
+
+    return reports_figure(reps)
+
+
+def _texts(fig: Any) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_headline_is_drawn_first_widest_and_framed() -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _figure([("ce_mlp", report())])
+    try:
+        main = fig.axes[0]
+        heads = [p for p in main.patches if p.get_gid() == "headline"]
+        assert len(heads) == 1
+        head = heads[0]
+        assert head.get_height() == pytest.approx(0.4)
+        assert head.get_linewidth() > 1.5
+        others = [p for p in main.patches if p.get_gid() != "headline"]
+        assert all(head.get_width() > p.get_width() for p in others)
+        assert all(head.get_x() < p.get_x() for p in others)
+        bold = [t.get_text() for t in main.texts if t.get_fontweight() == "bold"]
+        assert any(t.startswith("0.4") for t in bold)
+    finally:
+        plt.close(fig)
+
+
+def test_vacuous_certificates_are_muted_and_labelled() -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from tfbound.render.figures import MUTED
+
+    fig = _figure([("ce_mlp", report(scale=3.0)), ("mae_vit", report())])
+    try:
+        main = fig.axes[0]
+        labels = [t.get_text() for t in main.texts if "vacuous" in t.get_text()]
+        # scale 3: the margin bound 0.9 + 6e-4 + 0.2 >= 1; the other report's 0.5 is not
+        assert labels == [f"{0.9 + 6e-4 + 0.2:.3g}\nvacuous"]
+        muted = [p for p in main.patches if to_hex(p.get_facecolor()) == MUTED.lower()]
+        assert len(muted) == 3  # the three stacked components of the vacuous bound
+        assert "vacuous" not in " ".join(t.get_text() for t in main.texts if "0.5" in t.get_text())
+    finally:
+        plt.close(fig)
+
+
+def test_model_names_label_the_groups(tmp_path: Path) -> None:
+    from tfbound.render.plot import default_labels
+
+    def named(seed: int, kind: str = "ce") -> dict[str, Any]:
+        rep = report()
+        rep["config"] = {"encoder": {"arch": "mlp"}, "pretext": {"kind": kind},
+                         "bound": {"seed": seed, "delta": 0.05}}  # fmt: skip
+        return rep
+
+    paths = []
+    reps = [("r1", named(0)), ("r2", named(1)), ("r3", named(0, "mae")), ("r4", report())]
+    for name, rep in reps:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(rep))
+        paths.append(path)
+    expected = ["ce_mlp (seed 0)", "ce_mlp (seed 1)", "mae_mlp", "r4"]
+    assert default_labels(paths) == expected  # read from the files, as tfbound plot calls it
+    assert default_labels(paths, [json.loads(p.read_text()) for p in paths]) == expected
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    fig = _figure([("ce_mlp (seed 0)", named(0)), ("mae_mlp", named(0, "mae"))])
+    try:
+        names = [t.get_text() for t in fig.axes[0].texts if t.get_fontsize() == 11]
+        assert names == ["ce_mlp (seed 0)", "mae_mlp"]
+    finally:
+        plt.close(fig)
+
+
+def test_incommensurable_numbers_never_share_an_axis() -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _figure([("a", report()), ("b", report(1.5))])
+    try:
+        side = fig.axes[1:]
+        titles = [ax.get_title(loc="left").split("\n")[0] for ax in side]
+        assert sorted(titles) == ["capacity_ratio", "pretext_generalization_gap", "rirc_head"]
+        assert all(len(ax.patches) <= 2 for ax in side)  # one bar per report, one term per axis
+    finally:
+        plt.close(fig)
+
+
+def test_png_is_valid_and_readable(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.image as mpimg
+
+    from tfbound.render.plot import plot_reports
+
+    out = tmp_path / "b.png"
+    plot_reports([("a", report()), ("b", report(1.5))], out)
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    pixels = mpimg.imread(out)
+    assert pixels.shape[:2] == (height, width)
+    assert 800 < width < 3000 and 400 < height < 1500
 
 
 def test_plot_usage_and_input_errors(reports: list[str], tmp_path: Path) -> None:

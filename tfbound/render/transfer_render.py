@@ -1,22 +1,20 @@
 """Printers of a transfer report (its JSON form in, text or a picture out; nothing computed).
 
-``transfer_table`` (rich), ``transfer_markdown`` and ``plot_transfer`` (matplotlib, optional).
+``transfer_table`` (rich) and ``transfer_markdown``; the picture is ``transfer_plot.plot_transfer``
+(matplotlib, optional), re-exported here.
 """
 
 from __future__ import annotations
 
-import io
 import math
-from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from tfbound.errors import InputError
-from tfbound.io.atomic import write_bytes_atomic
 from tfbound.render.layout import Column, FitTable
 from tfbound.render.text import fmt, fmt_interval, md_cell, md_code
+from tfbound.render.transfer_plot import plot_transfer, require_matplotlib
 
 #: beta values shown from the envelope grid in the table and the markdown.
 ENVELOPE_SHOWN = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -250,89 +248,6 @@ def transfer_markdown(report: dict[str, Any]) -> str:
     lines.append("")
     lines += [f"> warning: {md_cell(w)}" for w in report.get("warnings", [])]
     return "\n".join(lines) + "\n"
-
-
-def require_matplotlib() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=True)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise InputError(
-            "--plot needs matplotlib, an optional extra: pip install matplotlib "
-            "(or pip install 'tfbound[plot]')"
-        ) from exc
-    return plt
-
-
-def plot_transfer(report: dict[str, Any], path: Path) -> None:
-    """A log-log picture of E_T against E_U: members, the central fit and the envelope.
-
-    Written atomically (a temporary file in the same folder, then renamed).
-    """
-    plt = require_matplotlib()
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    try:
-        used = [m for m in report["members"] if m.get("used_in_fit")]
-        left = [
-            m
-            for m in report["members"]
-            if not m.get("used_in_fit")
-            and not m.get("reference")
-            and m["e_u"]["value"] > 0
-            and m["e_t"]["value"] > 0
-        ]
-        for group, style, label in ((used, "o", "used in the fit"), (left, "x", "left out")):
-            if not group:
-                continue
-            x = np.array([m["e_u"]["value"] for m in group])
-            y = np.array([m["e_t"]["value"] for m in group])
-            xe = np.array([m["e_u"]["stderr"] for m in group])
-            ye = np.array([m["e_t"]["stderr"] for m in group])
-            ax.errorbar(
-                x,
-                y,
-                xerr=np.minimum(xe, 0.999 * x),
-                yerr=np.minimum(ye, 0.999 * y),
-                fmt=style,
-                alpha=0.8 if style == "o" else 0.5,
-                label=label,
-            )
-        f = report["fit"]
-        xs_all = [m["e_u"]["value"] for m in used + left]
-        if xs_all:
-            grid = np.logspace(np.log10(min(xs_all)) - 0.2, np.log10(max(xs_all)) + 0.2, 50)
-            if f.get("beta") is not None and f.get("c") is not None:
-                ax.plot(
-                    grid,
-                    f["c"] * grid ** f["beta"],
-                    "-",
-                    label=f"central fit: beta = {f['beta']:.3g}, C = {f['c']:.3g}",
-                )
-            if f.get("c_envelope") is not None:
-                b = f["beta_fixed"]
-                ax.plot(
-                    grid,
-                    f["c_envelope"] * grid**b,
-                    "--",
-                    label=f"envelope C({b:g}) = {f['c_envelope']:.3g}",
-                )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("E_U (pretext excess risk)")
-        ax.set_ylabel("E_T (downstream excess risk, ramp)")
-        ax.set_title("tfbound transfer (over the explored family only)")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-        fmt_name = path.suffix.lower().lstrip(".") or "png"
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt_name, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
 
 
 __all__ = [
