@@ -141,16 +141,7 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
     """Encoder, head (its input size checked against the features), and, when configured, the
     decoder of the pretext task and the reference encoder of a fine-tuned one."""
     encoder = build_module(cfg.encoder)
-    first = torch.from_numpy(np.asarray(train.x[:1], dtype=np.float32))
-    try:
-        with torch.inference_mode():
-            d = feature_dim_of(encoder, first)
-    except RuntimeError as exc:
-        raise DataError(
-            f"the encoder cannot read these inputs (shape {tuple(train.x.shape[1:])}): "
-            f"{first_line(exc)}",
-            path=train.source.path,
-        ) from exc
+    d = probe_feature_dim(encoder, train.x, cfg.data.downstream_train.path)
     head = build_head(cfg.head, d)
     decoder = None
     if cfg.pretext is not None and cfg.decoder is not None and cfg.data.pretrain_train is not None:
@@ -161,6 +152,20 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
             replace(cfg.encoder, weights=cfg.encoder.reference, reference=None)
         )
     return Models(encoder, head, d, decoder, reference)
+
+
+def probe_feature_dim(encoder: nn.Module, x: np.ndarray, path: Path | None) -> int:
+    """The encoder's feature dimension on the first input; an encoder that cannot read the
+    inputs is a ``DataError`` naming their shape."""
+    first = torch.from_numpy(np.asarray(x[:1], dtype=np.float32))
+    try:
+        with torch.inference_mode():
+            return feature_dim_of(encoder, first)
+    except RuntimeError as exc:
+        raise DataError(
+            f"the encoder cannot read these inputs (shape {tuple(x.shape[1:])}): {first_line(exc)}",
+            path=path,
+        ) from exc
 
 
 def load_splits(
