@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from tfbound import callbacks, errors, gates, inspect, keys
-    from tfbound.api import certify, estimate
+    from tfbound import callbacks, errors, gates, keys
+    from tfbound.api import certify, estimate, inspect
     from tfbound.report import Report
     from tfbound.terms import Status, Term
 
