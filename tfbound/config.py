@@ -183,6 +183,10 @@ class PretextSpec:
     block: tuple[int, int, int, int] | None = None
     mask_ratio: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The set fields as plain data."""
+        return {k: to_plain(v) for k, v in asdict(self).items() if v is not None}
+
 
 @dataclass(frozen=True)
 class BoundSpec:
@@ -207,6 +211,12 @@ class BoundSpec:
 
     def delta_of(self, share: str) -> float:
         return self.delta * self.delta_shares[share]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every constant as plain data (the shares sorted by name)."""
+        out: dict[str, Any] = {f: getattr(self, f) for f in BoundSpec.__dataclass_fields__}
+        out["delta_shares"] = dict(sorted(self.delta_shares.items()))
+        return out
 
 
 @dataclass(frozen=True)
@@ -242,20 +252,16 @@ class Config:
             )
             if (src := getattr(self.data, name)) is not None
         }
-        bound = {f: getattr(self.bound, f) for f in BoundSpec.__dataclass_fields__}
-        bound["delta_shares"] = dict(sorted(self.bound.delta_shares.items()))
         out: dict[str, Any] = {
             "encoder": self.encoder.to_dict(base),
             "head": self.head.to_dict(base),
             "data": data,
-            "bound": bound,
+            "bound": self.bound.to_dict(),
         }
         if self.decoder is not None:
             out["decoder"] = self.decoder.to_dict(base)
         if self.pretext is not None:
-            out["pretext"] = {
-                k: to_plain(v) for k, v in asdict(self.pretext).items() if v is not None
-            }
+            out["pretext"] = self.pretext.to_dict()
         if self.gates:
             out["gates"] = dict(self.gates)
         return out

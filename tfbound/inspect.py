@@ -17,6 +17,8 @@ import json
 import math
 import os
 import re
+import sys
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -563,3 +565,16 @@ def merge_results(parts: Sequence[tuple[str, InspectResult]], source: str) -> In
         notes=tuple(n for r in named for n in r.notes),
         totals=merged,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``tfbound.inspect(obj)``: the module is callable as ``tfbound.api.inspect`` (the public
+    function and this module share the name)."""
+
+    def __call__(self, obj: object, **kwargs: object) -> InspectResult:
+        from tfbound.api import inspect
+
+        return inspect(obj, **kwargs)  # type: ignore[arg-type]
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -64,6 +64,93 @@ class Report:
                 return t
         return None
 
+    def headline(self) -> Term | None:
+        """The headline certificate (``best_certified_test_error_bound``), else the first
+        certificate, else the first bound; None without bounds."""
+        for role in (Role.HEADLINE, Role.CERTIFICATE):
+            for t in self.bounds:
+                if t.role is role:
+                    return t
+        return self.bounds[0] if self.bounds else None
+
+    def status_counts(self) -> dict[str, int]:
+        """How many terms and bounds have each status (statuses that occur, by name)."""
+        counts: dict[str, int] = {}
+        for t in (*self.bounds, *self.terms):
+            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def __repr__(self) -> str:
+        if self.kind == INSPECT_KIND:
+            return f"Report(kind={self.kind!r}, layers={len(self.extra.get('layers', []))})"
+        parts = []
+        lead = self.headline()
+        if lead is not None:
+            parts.append(f"{lead.key}={_short_number(lead.value)}")
+        observed = self.get("observed_test_error")
+        if observed is not None:
+            parts.append(f"observed_test_error={_short_number(observed.value)}")
+        counts = ", ".join(f"{k}: {v}" for k, v in self.status_counts().items())
+        parts.append(f"terms={len(self.terms) + len(self.bounds)} ({counts})")
+        if self.warnings:
+            parts.append(f"warnings={len(self.warnings)}")
+        return f"Report({', '.join(parts)})"
+
+    def summary(self, width: int = 100) -> str:
+        """The ``tfbound estimate`` table as plain text, ``width`` columns wide."""
+        from tfbound.render.table import report_text
+
+        return report_text(self.to_dict(), width)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the headline, then the summary table in ``<pre>``."""
+        import html
+
+        return (
+            f"<p><b>{html.escape(repr(self))}</b></p>"
+            f"<pre>{html.escape(self.summary(width=120))}</pre>"
+        )
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per term and bound: key, value, status, role, interval
+        (``interval_lo``, ``interval_hi``), quantity, formula, source, and ``kind`` (``bound`` or
+        ``term``). Needs pandas (``pip install 'tfbound[pandas]'``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "Report.to_pandas needs pandas: pip install 'tfbound[pandas]'"
+            ) from None
+        rows = []
+        for kind, section in (("bound", self.bounds), ("term", self.terms)):
+            for t in section:
+                lo, hi = (None, None) if t.interval is None else t.interval
+                rows.append(
+                    {
+                        "key": t.key,
+                        "value": t.value,
+                        "status": t.status.value,
+                        "role": str(t.role),
+                        "interval_lo": lo,
+                        "interval_hi": hi,
+                        "quantity": t.quantity,
+                        "formula": t.formula,
+                        "source": t.source,
+                        "kind": kind,
+                    }
+                )
+        return pd.DataFrame(rows, columns=_PANDAS_COLUMNS)
+
+    def to_json(self) -> str:
+        """The JSON text ``tfbound estimate --json`` writes (sorted keys, no NaN)."""
+        return to_json(self.to_dict())
+
+    def write(self, path: str | Path) -> None:
+        """Save :meth:`to_json` at ``path`` (complete or absent); ``Report.read`` reads it."""
+        from tfbound.io.atomic import write_text_atomic
+
+        write_text_atomic(Path(path), self.to_json())
+
     def to_dict(self) -> dict[str, Any]:
         out = {
             "schema_version": self.schema_version,
@@ -79,6 +166,14 @@ class Report:
         }
         out.update(to_plain(self.extra))
         return out
+
+
+_PANDAS_COLUMNS = ("key", "value", "status", "role", "interval_lo", "interval_hi", "quantity",
+                   "formula", "source", "kind")  # fmt: skip
+
+
+def _short_number(value: float | None) -> str:
+    return "None" if value is None else f"{value:.4g}"
 
 
 def envelope(kind: str) -> dict[str, str]:

@@ -96,7 +96,7 @@ def _check_npy(path: Path, key: str) -> None:
 class LabeledArrays:
     x: np.ndarray
     y: np.ndarray  # float64 in {-1, +1}
-    source: ArraySource
+    source: ArraySource | None = None  # None: arrays given in memory (``tfbound.api``)
 
 
 def _load_array(path: Path, key: str) -> np.ndarray:
@@ -197,24 +197,29 @@ def load_labeled(source: ArraySource) -> LabeledArrays:
             f"a labeled split needs at least 2 examples; '{source.x}' has {x.shape[0]}",
             path=source.path,
         )
-    y_raw = np.asarray(_load_array(source.path, source.y))
+    y = binary_labels(_load_array(source.path, source.y), x.shape[0], source.y, source.path)
+    return LabeledArrays(x=x, y=y, source=source)
+
+
+def binary_labels(y_raw: np.ndarray, n: int, name: str, path: Path | None) -> np.ndarray:
+    """Labels of ``n`` inputs as float64 in {-1, +1} (from {0, 1} or {-1, +1}); anything else is
+    a ``DataError`` naming the labels ``name`` (and their file)."""
+    y_raw = np.asarray(y_raw)
     if y_raw.dtype.kind not in LABEL_KINDS:
-        raise DataError(f"labels '{source.y}' have dtype {y_raw.dtype}", path=source.path)
-    if y_raw.ndim != 1 or y_raw.shape[0] != x.shape[0]:
+        raise DataError(f"labels '{name}' have dtype {y_raw.dtype}", path=path)
+    if y_raw.ndim != 1 or y_raw.shape[0] != n:
         raise DataError(
-            f"labels '{source.y}' have shape {y_raw.shape}, inputs have {x.shape[0]} rows",
-            path=source.path,
+            f"labels '{name}' have shape {y_raw.shape}, inputs have {n} rows", path=path
         )
     y = y_raw.astype(np.float64)
     if not np.isfinite(y).all():
-        raise DataError(f"labels '{source.y}' contain NaN or Inf", path=source.path)
+        raise DataError(f"labels '{name}' contain NaN or Inf", path=path)
     values = set(np.unique(y).tolist())
     if values <= {0.0, 1.0}:
         y = 2.0 * y - 1.0
     elif not values <= {-1.0, 1.0}:
         shown = sorted(values)[:6]
         raise DataError(
-            f"labels '{source.y}' must be binary in {{0, 1}} or {{-1, +1}}, found {shown}",
-            path=source.path,
+            f"labels '{name}' must be binary in {{0, 1}} or {{-1, +1}}, found {shown}", path=path
         )
-    return LabeledArrays(x=x, y=y, source=source)
+    return y

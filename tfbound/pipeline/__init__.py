@@ -2,7 +2,8 @@
 
 ``stages`` builds the models, loads the splits and runs the batched passes; ``capacity`` reads the
 modules into the typed inputs of the capacity bounds; ``run`` orders the stages and assembles the
-report. Every term is made in ``tfbound.bounds``.
+report; ``memory`` makes the same inputs from modules and arrays in memory (``tfbound.api``), and
+both routes run ``run.estimate_prepared``. Every term is made in ``tfbound.bounds``.
 """
 
 from tfbound.features import ProgressFn

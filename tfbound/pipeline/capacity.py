@@ -32,7 +32,16 @@ from tfbound.measures.network import (
     observed_max_norm,
     sum_sq_with_constant,
 )
-from tfbound.pipeline.stages import Models, Pass, PretextPass, Splits, masked_sum_sq, task_of
+from tfbound.pipeline.stages import (
+    Models,
+    Pass,
+    PretextPass,
+    Setup,
+    Splits,
+    masked_sum_sq,
+    setup_of,
+    task_of,
+)
 from tfbound.terms import Term
 
 
@@ -46,7 +55,7 @@ class CapacityOut:
 
 
 def capacity_stage(
-    cfg: Config,
+    cfg: Config | Setup,
     models: Models,
     splits: Splits,
     train_pass: Pass,
@@ -58,6 +67,9 @@ def capacity_stage(
     """Every capacity term that applies to the configured encoder, head and decoder."""
     from tfbound.models.bert import BertEncoder
     from tfbound.models.vit import ViTEncoder
+
+    if isinstance(cfg, Config):
+        cfg = setup_of(cfg)
 
     out = CapacityOut()
     b = cfg.bound
@@ -113,7 +125,7 @@ def capacity_stage(
                 encoder_candidates=b.encoder_candidates,
                 rho0=b.rho0,
                 distances=_layer_distances(models.encoder, models.reference),
-                reference_name=str(cfg.encoder.reference),
+                reference_name=str(cfg.reference_name),
             )
             out.terms += route.terms
             out.bounds += route.bounds
@@ -130,7 +142,7 @@ def capacity_stage(
             out.terms.append(
                 distance_term(
                     _layer_distances(models.encoder, models.reference),
-                    str(cfg.encoder.reference),
+                    str(cfg.reference_name),
                 )
             )
     else:
@@ -152,7 +164,7 @@ def capacity_stage(
 
 
 def _pretext_certificate(
-    cfg: Config,
+    cfg: Setup,
     models: Models,
     splits: Splits,
     pretext_train: PretextPass | None,

@@ -14,6 +14,7 @@ The whole estimate runs under ``torch.inference_mode()``; the caller's grad mode
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from tfbound.bounds.tight import (
     pac_bayes_terms,
     tightness_terms,
 )
-from tfbound.config import Config, load_config
+from tfbound.config import BoundSpec, Config, load_config
 from tfbound.features import ProgressFn
 from tfbound.io.digest import sha256_file
 from tfbound.keys import DETERMINISTIC_CERTIFICATES, TermKey
@@ -62,6 +63,7 @@ from tfbound.pipeline.stages import (
     Models,
     Pass,
     PretextPass,
+    Setup,
     Splits,
     build_models,
     data_loaders,
@@ -69,6 +71,7 @@ from tfbound.pipeline.stages import (
     load_splits,
     param_count,
     pretext_pass,
+    setup_of,
     task_of,
 )
 from tfbound.report import Report
@@ -86,6 +89,20 @@ class _Collected:
     spent: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class Record:
+    """What a report says its numbers rest on besides the terms: the configuration (or the
+    settings of an in-memory call), the extra fields of ``model.encoder`` / ``model.head`` and of
+    each labeled split in ``data`` (paths, or digests), and the encoder's digest, computed only
+    when the decomposition checks it against a transfer report."""
+
+    config: Mapping[str, Any]
+    encoder: Mapping[str, Any]
+    head: Mapping[str, Any]
+    data: Mapping[str, Mapping[str, Any]]
+    encoder_sha256: Callable[[], str | None]
+
+
 def estimate(
     config: Config | str | Path,
     *,
@@ -100,36 +117,76 @@ def estimate(
     """
     cfg = config if isinstance(config, Config) else load_config(config)
     with torch.inference_mode():
-        return _estimate(cfg, progress, transfer)
+        # Stages 1-2: models and splits, read from the configuration's files.
+        load_lab, _ = data_loaders(cfg)
+        train = load_lab(cfg.data.downstream_train)
+        models = build_models(cfg, train)
+        splits = load_splits(
+            cfg,
+            train,
+            need_pool=isinstance(models.head, LinearHead),
+            need_pretrain=models.decoder is not None,
+        )
+        return estimate_prepared(
+            setup_of(cfg), models, splits, config_record(cfg), progress=progress, transfer=transfer
+        )
 
 
-def budget_of(cfg: Config) -> DeltaBudget:
-    """The configuration's delta budget."""
-    b = cfg.bound
+def config_record(cfg: Config) -> Record:
+    """The record of a configuration: its resolved form, the architectures and relative paths."""
+    data = {"downstream_train": {"path": _rel(cfg.data.downstream_train.path, cfg)}}
+    if cfg.data.downstream_test is not None:
+        data["downstream_test"] = {"path": _rel(cfg.data.downstream_test.path, cfg)}
+    weights = cfg.encoder.weights
+    return Record(
+        config=cfg.to_dict(),
+        encoder={"arch": cfg.encoder.arch},
+        head={"arch": cfg.head.arch},
+        data=data,
+        encoder_sha256=lambda: None if weights is None else sha256_file(weights),
+    )
+
+
+def budget_of(cfg: Config | Setup | BoundSpec) -> DeltaBudget:
+    """The delta budget of a configuration (or of a setup's bound constants)."""
+    b = cfg if isinstance(cfg, BoundSpec) else cfg.bound
     return DeltaBudget(b.delta, b.delta_shares, b.encoder_candidates)
 
 
-def _estimate(cfg: Config, progress: ProgressFn | None, transfer: TransferInput | None) -> Report:
+def estimate_prepared(
+    setup: Setup,
+    models: Models,
+    splits: Splits,
+    record: Record,
+    *,
+    progress: ProgressFn | None = None,
+    transfer: TransferInput | None = None,
+) -> Report:
+    """Stages 3-6 on built models (in eval mode) and loaded splits: the one code path of the
+    config route (:func:`estimate`) and the in-memory route (``tfbound.api.estimate``)."""
+    with torch.inference_mode():
+        return _estimate(setup, models, splits, record, progress, transfer)
+
+
+def _estimate(
+    cfg: Setup,
+    models: Models,
+    splits: Splits,
+    record: Record,
+    progress: ProgressFn | None,
+    transfer: TransferInput | None,
+) -> Report:
     b = cfg.bound
     budget = budget_of(cfg)
     out = _Collected()
 
-    # Stages 1-3: models, splits, passes.
-    load_lab, _ = data_loaders(cfg)
-    train = load_lab(cfg.data.downstream_train)
-    models = build_models(cfg, train)
+    # Stage 3: the passes.
     head_chain = _head_chain(models.head)
-    linear = isinstance(models.head, LinearHead)
-    splits = load_splits(
-        cfg,
-        train,
-        need_pool=linear,
-        need_pretrain=models.decoder is not None,
-    )
+    train = splits.train
     train_pass = feature_pass(
         models,
         train.x,
-        train.source,
+        cfg.train,
         b.batch_size,
         keep_features=True,
         task="features (train)",
@@ -157,7 +214,8 @@ def _estimate(cfg: Config, progress: ProgressFn | None, transfer: TransferInput 
     pretext_train, pretext_val = _pretext(models, splits, cfg, budget, progress, out)
 
     decomposition, decomposition_warnings = decomposition_terms(
-        _decomposition_inputs(cfg, out, n, u_sigma, head_norm, factor, budget, transfer), transfer
+        _decomposition_inputs(cfg, record, out, n, u_sigma, head_norm, factor, budget, transfer),
+        transfer,
     )
     out.terms += decomposition
     out.warnings += decomposition_warnings
@@ -181,13 +239,14 @@ def _estimate(cfg: Config, progress: ProgressFn | None, transfer: TransferInput 
     # Stage 6: the report.
     pretext = (pretext_train, pretext_val)
     report = _report(
-        cfg, models, splits, n, head_norm, pretext, terms, bounds, out.warnings, budget
+        record, models, splits, n, head_norm, pretext, terms, bounds, out.warnings, budget
     )
     return report
 
 
 def _decomposition_inputs(
-    cfg: Config,
+    cfg: Setup,
+    record: Record,
     out: _Collected,
     n: int,
     u_sigma: float,
@@ -209,7 +268,7 @@ def _decomposition_inputs(
         head_norm=head_norm,
         pretrain_heldout_upper=None if held is None or held.interval is None else held.interval[1],
         bias_const=cfg.bound.bias_const,
-        encoder_sha256=sha256_file(cfg.encoder.weights) if need_hash else None,
+        encoder_sha256=record.encoder_sha256() if need_hash else None,
     )
 
 
@@ -229,7 +288,7 @@ def _section2(
     est: RircEstimate,
     u_sigma: float,
     budget: DeltaBudget,
-    cfg: Config,
+    cfg: Setup,
     out: _Collected,
 ) -> tuple[float | None, float]:
     """The paper's route: the margin bound with the RIRC (bound-spec section 2); the head's norm
@@ -282,7 +341,7 @@ def _section10(
     train_pass: Pass,
     splits: Splits,
     budget: DeltaBudget,
-    cfg: Config,
+    cfg: Setup,
     progress: ProgressFn | None,
     out: _Collected,
 ) -> PacBayesResult | None:
@@ -296,7 +355,7 @@ def _section10(
             "PAC-Bayes (spec 10.2) certifies linear heads only: for this MLP head the "
             "deterministic certificate is section 2's (spec 10.4)"
         )
-        if cfg.data.downstream_unlabeled is not None:
+        if cfg.pool is not None:
             out.warnings.append("the disagreement certificate is implemented for linear heads only")
         return None
     theta_aug = _augmented_linear_head(models.head, c)
@@ -313,7 +372,7 @@ def _section10(
     )
     out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pac_bayes"))
     out.spent |= {"pac_bayes"}
-    if splits.pool is None or cfg.data.downstream_unlabeled is None:
+    if splits.pool is None or cfg.pool is None:
         return pac
     others = [np.asarray(splits.train.x)]
     if splits.test is not None:
@@ -323,7 +382,7 @@ def _section10(
     pool_pass = feature_pass(
         models,
         splits.pool,
-        cfg.data.downstream_unlabeled,
+        cfg.pool,
         b.batch_size,
         keep_features=True,
         task="features (unlabeled pool)",
@@ -354,19 +413,19 @@ def _heldout(
     splits: Splits,
     pac: PacBayesResult | None,
     budget: DeltaBudget,
-    cfg: Config,
+    cfg: Setup,
     progress: ProgressFn | None,
     out: _Collected,
 ) -> None:
     """Observed test error, the test-set bound and each certificate's tightness."""
     test = splits.test
-    if test is None:
+    if test is None or cfg.test is None:
         out.warnings.append("no downstream_test split: no observed test error or test-set bound")
         return
     test_pass = feature_pass(
         models,
         test.x,
-        test.source,
+        cfg.test,
         cfg.bound.batch_size,
         keep_features=pac is not None,
         task="features (test)",
@@ -387,7 +446,7 @@ def _heldout(
 def _pretext(
     models: Models,
     splits: Splits,
-    cfg: Config,
+    cfg: Setup,
     budget: DeltaBudget,
     progress: ProgressFn | None,
     out: _Collected,
@@ -399,27 +458,27 @@ def _pretext(
     if models.decoder is None or splits.pretrain_train is None:
         return None, None
     task = task_of(cfg)
-    assert task is not None and cfg.data.pretrain_train is not None
+    assert task is not None and cfg.pretrain_train is not None
     spec, b = cfg.pretext, cfg.bound
     train = pretext_pass(
         task,
         models,
         splits.pretrain_train,
-        cfg.data.pretrain_train,
+        cfg.pretrain_train,
         spec,
         spec.seed,
         b.batch_size,
         "pretext (train)",
         progress,
     )
-    if splits.pretrain_val is None or cfg.data.pretrain_val is None:
+    if splits.pretrain_val is None or cfg.pretrain_val is None:
         out.warnings.append("no pretrain_val split: no held-out pretext gap")
         return train, None
     val = pretext_pass(
         task,
         models,
         splits.pretrain_val,
-        cfg.data.pretrain_val,
+        cfg.pretrain_val,
         spec,
         spec.seed + 1,
         b.batch_size,
@@ -459,7 +518,7 @@ def _best(
 
 
 def _report(
-    cfg: Config,
+    record: Record,
     models: Models,
     splits: Splits,
     n: int,
@@ -473,12 +532,12 @@ def _report(
     train, test = splits.train, splits.test
     model = {
         "encoder": {
-            "arch": cfg.encoder.arch,
+            **record.encoder,
             "parameters": param_count(models.encoder),
             "feature_dim": models.feature_dim,
         },
         "head": {
-            "arch": cfg.head.arch,
+            **record.head,
             "parameters": param_count(models.head),
             "head_norm": head_norm,
         },
@@ -488,14 +547,14 @@ def _report(
             "n": n,
             "positives": int(np.sum(train.y > 0)),
             "input_shape": list(train.x.shape[1:]),
-            "path": _rel(train.source.path, cfg),
+            **record.data.get("downstream_train", {}),
         },
     }
     if test is not None:
         data["downstream_test"] = {
             "m_test": int(test.y.shape[0]),
             "positives": int(np.sum(test.y > 0)),
-            "path": _rel(test.source.path, cfg),
+            **record.data.get("downstream_test", {}),
         }
     pre_train, pre_val = pretext
     if pre_train is not None and models.decoder is not None:
@@ -509,7 +568,7 @@ def _report(
         data["pretrain"] = pre
     return Report(
         kind="estimate",
-        config=cfg.to_dict(),
+        config=record.config,
         model=model,
         data=data,
         deltas=budget.to_dict(),
@@ -530,4 +589,4 @@ def _rel(path: Path, cfg: Config) -> str:
     return relative_path(path, cfg.base)
 
 
-__all__ = ["ProgressFn", "budget_of", "estimate"]
+__all__ = ["ProgressFn", "Record", "budget_of", "config_record", "estimate", "estimate_prepared"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from tfbound.config import ArraySource, Config, PretextSpec
+from tfbound.config import ArraySource, BoundSpec, Config, PretextSpec
 from tfbound.errors import DataError, first_line
 from tfbound.features import ProgressFn, feature_batches, input_batches
 from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
@@ -42,6 +43,54 @@ class Splits:
     pool: np.ndarray | None
     pretrain_train: np.ndarray | None
     pretrain_val: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Where:
+    """How a split is named in messages (``inputs 'name'``) and its file (None: in memory)."""
+
+    name: str
+    path: Path | None = None
+
+    @classmethod
+    def of(cls, source: ArraySource) -> Where:
+        return cls(source.x, source.path)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the certificate stages read besides the models and the splits: the bound's constants,
+    the pretext task, how each split is named (None: that split was not given) and the name of
+    the reference encoder of a fine-tuned one. The config route and the in-memory route
+    (``tfbound.api``) both make one and call the same stages."""
+
+    bound: BoundSpec
+    pretext: PretextSpec | None
+    train: Where
+    test: Where | None = None
+    pool: Where | None = None
+    pretrain_train: Where | None = None
+    pretrain_val: Where | None = None
+    reference_name: str | None = None
+
+
+def setup_of(cfg: Config) -> Setup:
+    """The configuration's setup: its files name the splits."""
+    d = cfg.data
+
+    def where(source: ArraySource | None) -> Where | None:
+        return None if source is None else Where.of(source)
+
+    return Setup(
+        bound=cfg.bound,
+        pretext=cfg.pretext,
+        train=Where.of(d.downstream_train),
+        test=where(d.downstream_test),
+        pool=where(d.downstream_unlabeled),
+        pretrain_train=where(d.pretrain_train),
+        pretrain_val=where(d.pretrain_val),
+        reference_name=None if cfg.encoder.reference is None else str(cfg.encoder.reference),
+    )
 
 
 @dataclass(frozen=True)
@@ -92,16 +141,7 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
     """Encoder, head (its input size checked against the features), and, when configured, the
     decoder of the pretext task and the reference encoder of a fine-tuned one."""
     encoder = build_module(cfg.encoder)
-    first = torch.from_numpy(np.asarray(train.x[:1], dtype=np.float32))
-    try:
-        with torch.inference_mode():
-            d = feature_dim_of(encoder, first)
-    except RuntimeError as exc:
-        raise DataError(
-            f"the encoder cannot read these inputs (shape {tuple(train.x.shape[1:])}): "
-            f"{first_line(exc)}",
-            path=train.source.path,
-        ) from exc
+    d = probe_feature_dim(encoder, train.x, cfg.data.downstream_train.path)
     head = build_head(cfg.head, d)
     decoder = None
     if cfg.pretext is not None and cfg.decoder is not None and cfg.data.pretrain_train is not None:
@@ -112,6 +152,20 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
             replace(cfg.encoder, weights=cfg.encoder.reference, reference=None)
         )
     return Models(encoder, head, d, decoder, reference)
+
+
+def probe_feature_dim(encoder: nn.Module, x: np.ndarray, path: Path | None) -> int:
+    """The encoder's feature dimension on the first input; an encoder that cannot read the
+    inputs is a ``DataError`` naming their shape."""
+    first = torch.from_numpy(np.asarray(x[:1], dtype=np.float32))
+    try:
+        with torch.inference_mode():
+            return feature_dim_of(encoder, first)
+    except RuntimeError as exc:
+        raise DataError(
+            f"the encoder cannot read these inputs (shape {tuple(x.shape[1:])}): {first_line(exc)}",
+            path=path,
+        ) from exc
 
 
 def load_splits(
@@ -135,7 +189,7 @@ def load_splits(
 def feature_pass(
     models: Models,
     x: np.ndarray,
-    source: ArraySource,
+    where: Where,
     batch_size: int,
     *,
     keep_features: bool,
@@ -149,8 +203,8 @@ def feature_pass(
         models.encoder,
         x,
         batch_size,
-        what=f"inputs '{source.x}'",
-        path=source.path,
+        what=f"inputs '{where.name}'",
+        path=where.path,
         task=task,
         progress=progress,
     ):
@@ -165,7 +219,7 @@ def pretext_pass(
     task: PretextTask,
     models: Models,
     x: np.ndarray,
-    source: ArraySource,
+    where: Where,
     spec: PretextSpec,
     seed: int,
     batch_size: int,
@@ -177,10 +231,10 @@ def pretext_pass(
     gen = torch.Generator().manual_seed(seed)
     total, n, out_dim = 0.0, 0, 0
     for batch in input_batches(
-        x, batch_size, what=f"inputs '{source.x}'", path=source.path, task=label, progress=progress
+        x, batch_size, what=f"inputs '{where.name}'", path=where.path, task=label, progress=progress
     ):
         losses, target_dim = pretext_losses(
-            task, models.encoder, models.decoder, batch, spec.box, gen, path=source.path
+            task, models.encoder, models.decoder, batch, spec.box, gen, path=where.path
         )
         total += float(losses.to(torch.float64).sum())
         n += batch.shape[0]
@@ -206,6 +260,6 @@ def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def task_of(cfg: Config) -> PretextTask | None:
+def task_of(cfg: Config | Setup) -> PretextTask | None:
     """The configured pretext task, or None."""
     return None if cfg.pretext is None else pretext_task(cfg.pretext)
