@@ -40,6 +40,7 @@ def estimate(
     reference: nn.Module | None = None,
     progress: ProgressFn | None = None,
     transfer: TransferInput | None = None,
+    capacity: str = "full",
     **bound_options: Any,
 ) -> Report:
     """The itemised bound, the same report as ``tfbound estimate``.
@@ -58,7 +59,8 @@ def estimate(
     - ``reference``: the pre-trained encoder that ``encoder`` was fine-tuned from on ``train``
       (the fine-tuned route's statuses);
     - ``bound_options``: any ``bound:`` key of the configuration (``delta=0.05``,
-      ``encoder_candidates=20``, ``n_draws``, ``seed``, ``batch_size``, ``delta_shares``, ...).
+      ``encoder_candidates=20``, ``n_draws``, ``seed``, ``batch_size``, ``delta_shares``, ...);
+    - ``capacity``: ``full``, ``fast`` or ``off``, as ``tfbound estimate --capacity``.
 
     With ``config``, ``bound_options`` override the configuration's ``bound:`` section.
     """
@@ -74,7 +76,7 @@ def estimate(
             raise UsageError(f"pass a config or modules and data, not both (got {given})")
         if bound_options:
             config = _with_bound(config, bound_options)
-        return estimate_config(config, progress=progress, transfer=transfer)
+        return estimate_config(config, progress=progress, transfer=transfer, capacity=capacity)
     if encoder is None or head is None or train is None:
         raise UsageError("tfbound.estimate needs a config, or encoder=, head= and train=")
     decoder = None if pretext is None else pretext.get("decoder")
@@ -90,7 +92,7 @@ def estimate(
             bound_options=bound_options,
         )
         return estimate_prepared(
-            setup, models, splits, record, progress=progress, transfer=transfer
+            setup, models, splits, record, progress=progress, transfer=transfer, capacity=capacity
         )
 
 

@@ -130,7 +130,8 @@ def _main(
 
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    if not enabled:
+    """Progress bars on stderr, only when it is a terminal (never in a pipe or a CI log)."""
+    if not enabled or not _stderr().is_terminal:
         yield None
         return
     with Progress(
@@ -173,6 +174,12 @@ def emit(
         sys.stdout.write(markdown(data))
     else:
         Console(highlight=False).print(table(data))
+
+
+class CapacityOpt(StrEnum):
+    full = "full"
+    fast = "fast"
+    off = "off"
 
 
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="What to print on stdout.")]
@@ -357,6 +364,13 @@ def estimate(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show every term's formula and source.")
     ] = False,
+    capacity: Annotated[
+        CapacityOpt,
+        typer.Option(
+            help="full: every capacity number; fast: no per-layer norm pass of a transformer "
+            "(its per-head norms and proxies left out); off: the certificates alone."
+        ),
+    ] = CapacityOpt.full,
     gate: Annotated[
         bool, typer.Option("--gate", help="Evaluate the config's gates; exit 1 if one fails.")
     ] = False,
@@ -425,7 +439,9 @@ def estimate(
     if overrides:
         cfg = cfg.with_bound(**overrides)
     with _progress(not quiet) as progress:
-        report = run_estimate(cfg, progress=progress, transfer=transfer_input)
+        report = run_estimate(
+            cfg, progress=progress, transfer=transfer_input, capacity=capacity.value
+        )
     data = report.to_dict()
     verdicts = None if gates is None else _evaluate(gates, data, base_report)
     verdict = None if verdicts is None else verdict_markdown(verdicts)

@@ -39,10 +39,15 @@ class TransformerNorms:
 
 
 def transformer_terms(
-    norms: TransformerNorms, *, observed_max_train: float, warnings: list[str]
+    norms: TransformerNorms,
+    *,
+    observed_max_train: float,
+    warnings: list[str],
+    per_head: bool = True,
 ) -> list[Term]:
     """``feature_norm`` (certified), the per-head maxima (diagnostic) and the EGKZ and TT
-    transformer capacity numbers (proxy) of a ViT or BERT encoder."""
+    transformer capacity numbers (proxy) of a ViT or BERT encoder; ``feature_norm`` alone
+    without ``per_head``."""
     bound, where = norms.feature_bound, norms.feature_bound_where
     observed = observed_max_train
     out = [
@@ -58,6 +63,8 @@ def transformer_terms(
             details={"observed_max_train": observed},
         )
     ]
+    if not per_head:
+        return out
     if not norms.heads:
         warnings.append("no per-head attention norms: the encoder's heads were not found")
         return out

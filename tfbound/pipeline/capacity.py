@@ -27,6 +27,7 @@ from tfbound.bounds.network import mlp_feature_norm_term, mlp_head_terms, mlp_ne
 from tfbound.bounds.pretext import pretext_certificate_terms
 from tfbound.bounds.transformer import TransformerNorms, transformer_terms
 from tfbound.config import Config
+from tfbound.errors import UsageError
 from tfbound.measures.network import (
     layernorm_output_bound,
     observed_max_norm,
@@ -43,6 +44,16 @@ from tfbound.pipeline.stages import (
     task_of,
 )
 from tfbound.terms import Term
+
+#: What ``--capacity`` may be (see ``tfbound.pipeline.estimate``).
+CAPACITY_MODES = ("full", "fast", "off")
+CAPACITY_OFF = "capacity numbers not computed (--capacity off): the certificates alone"
+CAPACITY_FAST = "per-head attention norms and transformer proxies not computed (--capacity fast)"
+
+
+def check_capacity_mode(mode: str) -> None:
+    if mode not in CAPACITY_MODES:
+        raise UsageError(f"capacity must be one of {', '.join(CAPACITY_MODES)}")
 
 
 @dataclass
@@ -63,8 +74,11 @@ def capacity_stage(
     u_sigma: float,
     budget: DeltaBudget,
     pretext_train: PretextPass | None,
+    mode: str = "full",
 ) -> CapacityOut:
-    """Every capacity term that applies to the configured encoder, head and decoder."""
+    """Every capacity term that applies to the configured encoder, head and decoder, and the
+    certificates that need the network's norms (the fine-tuned route, the pretext certificate).
+    ``mode``: ``fast``, no per-layer norm pass of a transformer; ``off``, the certificates only."""
     from tfbound.models.bert import BertEncoder
     from tfbound.models.vit import ViTEncoder
 
@@ -80,7 +94,10 @@ def capacity_stage(
     finetuned = models.reference is not None
     enc_chain = mlp_chain(models.encoder)
     head_chain = mlp_chain(models.head)
-    if head_chain is not None and len(head_chain) > 1:
+    numbers = mode != "off"
+    if not numbers:
+        out.warnings.append(CAPACITY_OFF)
+    if numbers and head_chain is not None and len(head_chain) > 1:
         out.terms += mlp_head_terms(
             head_chain,
             sum_sq_features_with_constant=sum_sq_with_constant(features, c),
@@ -91,16 +108,17 @@ def capacity_stage(
         )
     if enc_chain is not None and head_chain is not None:
         s_x = sum_sq_with_constant(train_x, c)
-        out.terms += mlp_network_terms(
-            enc_chain,
-            head_chain,
-            sum_sq_inputs_with_constant=s_x,
-            n=train_x.shape[0],
-            bias_const=c,
-            margin_q=float(np.quantile(train_y * train_pass.scores, b.margin_quantile)),
-            margin_quantile=b.margin_quantile,
-        )
-        if cfg.pretext is not None:
+        if numbers:
+            out.terms += mlp_network_terms(
+                enc_chain,
+                head_chain,
+                sum_sq_inputs_with_constant=s_x,
+                n=train_x.shape[0],
+                bias_const=c,
+                margin_q=float(np.quantile(train_y * train_pass.scores, b.margin_quantile)),
+                margin_quantile=b.margin_quantile,
+            )
+        if numbers and cfg.pretext is not None:
             lo, hi = cfg.pretext.box
             x64 = np.asarray(train_x, dtype=np.float64)
             out.terms.append(
@@ -132,11 +150,16 @@ def capacity_stage(
             out.warnings += route.warnings
         out.terms += _pretext_certificate(cfg, models, splits, pretext_train, budget, out.warnings)
     elif isinstance(models.encoder, ViTEncoder | BertEncoder):
-        out.terms += transformer_terms(
-            _transformer_norms(models.encoder, tuple(train_x.shape)),
-            observed_max_train=observed_max_norm(features),
-            warnings=out.warnings,
-        )
+        fast = mode == "fast"
+        if fast:
+            out.warnings.append(CAPACITY_FAST)
+        if numbers:
+            out.terms += transformer_terms(
+                _transformer_norms(models.encoder, tuple(train_x.shape), per_layer=not fast),
+                observed_max_train=observed_max_norm(features),
+                warnings=out.warnings,
+                per_head=not fast,
+            )
         if models.reference is not None:
             out.warnings.append(NO_TRANSFORMER_ROUTE)
             out.terms.append(
@@ -202,19 +225,24 @@ def _pretext_certificate(
     )
 
 
-def _transformer_norms(encoder: nn.Module, train_x_shape: tuple[int, ...]) -> TransformerNorms:
-    """The exact per-head and per-layer norms of a ViT or BERT encoder (``tfbound.inspect``), its
-    LayerNorm output bounds and its sequence length (text: the padded length of ``train_x``)."""
+def _transformer_norms(
+    encoder: nn.Module, train_x_shape: tuple[int, ...], per_layer: bool = True
+) -> TransformerNorms:
+    """The exact per-head and per-layer norms of a ViT or BERT encoder (``tfbound.inspect``;
+    none without ``per_layer``), its LayerNorm output bounds and its sequence length (text: the
+    padded length of ``train_x``)."""
     from tfbound.inspect import inspect_module
 
-    result = inspect_module(encoder)
     bound, where = transformer_feature_norm(encoder)
+    tokens = int(train_x_shape[-1]) if len(train_x_shape) == 3 else vit_tokens(encoder)
+    if not per_layer:
+        return TransformerNorms(bound, where, (), (), (), tokens)
+    result = inspect_module(encoder)
     ln_bounds = tuple(
         layernorm_output_bound(*ln_tensors(encoder, r.name))
         for r in result.layers
         if r.kind == "layernorm"
     )
-    tokens = int(train_x_shape[-1]) if len(train_x_shape) == 3 else vit_tokens(encoder)
     return TransformerNorms(
         bound, where, tuple(result.heads), tuple(result.layers), ln_bounds, tokens
     )

@@ -58,7 +58,7 @@ from tfbound.measures.network import ROUNDING, Affine
 from tfbound.measures.rirc import RircEstimate, rirc_linear
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.paths import relative_path
-from tfbound.pipeline.capacity import capacity_stage
+from tfbound.pipeline.capacity import capacity_stage, check_capacity_mode
 from tfbound.pipeline.stages import (
     Models,
     Pass,
@@ -70,6 +70,7 @@ from tfbound.pipeline.stages import (
     feature_pass,
     load_splits,
     param_count,
+    phase,
     pretext_pass,
     setup_of,
     task_of,
@@ -108,13 +109,18 @@ def estimate(
     *,
     progress: ProgressFn | None = None,
     transfer: TransferInput | None = None,
+    capacity: str = "full",
 ) -> Report:
     """Load the models and data named in ``config`` and compute the itemised bound.
 
     ``transfer``: a ``tfbound.bounds.decomposition.TransferInput`` (C and beta) for the excess-risk
     decomposition of bound-spec 6.2, or None (the decomposition is left out, with the reason).
+    ``capacity``: ``full`` (every capacity number), ``fast`` (no per-layer norm pass of a
+    transformer: its per-head maxima and proxies are left out) or ``off`` (no capacity numbers;
+    the certificates on the head do not need them).
     The caller's grad mode and the modules' state are left as they were.
     """
+    check_capacity_mode(capacity)
     cfg = config if isinstance(config, Config) else load_config(config)
     with torch.inference_mode():
         # Stages 1-2: models and splits, read from the configuration's files.
@@ -128,7 +134,13 @@ def estimate(
             need_pretrain=models.decoder is not None,
         )
         return estimate_prepared(
-            setup_of(cfg), models, splits, config_record(cfg), progress=progress, transfer=transfer
+            setup_of(cfg),
+            models,
+            splits,
+            config_record(cfg),
+            progress=progress,
+            transfer=transfer,
+            capacity=capacity,
         )
 
 
@@ -161,11 +173,13 @@ def estimate_prepared(
     *,
     progress: ProgressFn | None = None,
     transfer: TransferInput | None = None,
+    capacity: str = "full",
 ) -> Report:
     """Stages 3-6 on built models (in eval mode) and loaded splits: the one code path of the
     config route (:func:`estimate`) and the in-memory route (``tfbound.api.estimate``)."""
+    check_capacity_mode(capacity)
     with torch.inference_mode():
-        return _estimate(setup, models, splits, record, progress, transfer)
+        return _estimate(setup, models, splits, record, progress, transfer, capacity)
 
 
 def _estimate(
@@ -175,6 +189,7 @@ def _estimate(
     record: Record,
     progress: ProgressFn | None,
     transfer: TransferInput | None,
+    capacity_mode: str,
 ) -> Report:
     b = cfg.bound
     budget = budget_of(cfg)
@@ -197,19 +212,21 @@ def _estimate(
     c = b.bias_const
 
     # Stage 4: the certificates.
-    est = rirc_linear(
-        train_pass.features,
-        1.0,
-        n_draws=b.n_draws,
-        seed=b.seed,
-        delta_mc=budget.per_candidate("monte_carlo"),
-        bias_const=c,
-    )
+    with phase(progress, f"Rademacher complexity ({b.n_draws} sign draws)"):
+        est = rirc_linear(
+            train_pass.features,
+            1.0,
+            n_draws=b.n_draws,
+            seed=b.seed,
+            delta_mc=budget.per_candidate("monte_carlo"),
+            bias_const=c,
+        )
     u_sigma = est.norm_upper * ROUNDING
     head_norm, factor = _section2(
         models, head_chain, train_pass, splits, est, u_sigma, budget, cfg, out
     )
-    pac = _section10(models, train_pass, splits, budget, cfg, progress, out)
+    with phase(progress, "PAC-Bayes and disagreement certificates"):
+        pac = _section10(models, train_pass, splits, budget, cfg, progress, out)
     _heldout(models, splits, pac, budget, cfg, progress, out)
     pretext_train, pretext_val = _pretext(models, splits, cfg, budget, progress, out)
 
@@ -220,9 +237,17 @@ def _estimate(
     out.terms += decomposition
     out.warnings += decomposition_warnings
 
-    capacity = capacity_stage(
-        cfg, models, splits, train_pass, u_sigma=u_sigma, budget=budget, pretext_train=pretext_train
-    )
+    with phase(progress, "capacity norms"):
+        capacity = capacity_stage(
+            cfg,
+            models,
+            splits,
+            train_pass,
+            u_sigma=u_sigma,
+            budget=budget,
+            pretext_train=pretext_train,
+            mode=capacity_mode,
+        )
     out.warnings += capacity.warnings
 
     # Stage 5: a fine-tuned encoder voids the frozen-encoder certificates; then the best one.

@@ -6,7 +6,8 @@ Every stage returns a frozen value; nothing here makes a ``Term`` (that is ``tfb
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -263,3 +264,13 @@ def param_count(module: nn.Module) -> int:
 def task_of(cfg: Config | Setup) -> PretextTask | None:
     """The configured pretext task, or None."""
     return None if cfg.pretext is None else pretext_task(cfg.pretext)
+
+
+@contextmanager
+def phase(progress: ProgressFn | None, task: str) -> Iterator[None]:
+    """Report a phase that has no natural count as 0 of 1, then 1 of 1 (its elapsed time shows)."""
+    if progress is not None:
+        progress(task, 0, 1)
+    yield
+    if progress is not None:
+        progress(task, 1, 1)
