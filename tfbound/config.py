@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from tfbound.errors import ConfigError, first_line
+from tfbound.keys import HEADLINE_SHARES
 from tfbound.paths import relative_path
 from tfbound.terms import to_plain
 from tfbound.yaml_input import read_yaml_file
@@ -91,10 +92,17 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("decoder", "factory"): {"factory": None, "kwargs": {}},
 }
 
-#: Fractions of ``delta`` (bound-spec sections 8 and 10.5), named in full; what each pays for is
-#: in docs/bound.md, "Confidence bookkeeping" (finetune = delta_1, monte_carlo = delta_mc,
-#: pac_bayes = delta_pb, disagreement_prior/disagreement_pool = delta_a/delta_b, test_set =
-#: delta_test, pretext_heldout = delta_val, pretext_certificate = delta_pre).
+#: ``bound.delta_shares``: fractions of ``delta`` (bound-spec sections 8 and 10.5) named in full
+#: (``tfbound.keys.HEADLINE_SHARES``); what each pays for is in docs/bound.md, "Confidence
+#: bookkeeping". The shares that became separate statements, and the option that sets each one's
+#: level:
+SEPARATE_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "test_set": "delta_test",
+        "pretext_heldout": "delta_pretext",
+        "pretext_certificate": "delta_pretext",
+    }
+)
 #: Share names before report schema 2.0, refused with their new name.
 RENAMED_SHARES: Mapping[str, str] = MappingProxyType(
     {
@@ -105,18 +113,6 @@ RENAMED_SHARES: Mapping[str, str] = MappingProxyType(
         "test": "test_set",
         "pretext_val": "pretext_heldout",
         "pre": "pretext_certificate",
-    }
-)
-DEFAULT_DELTA_SHARES: Mapping[str, float] = MappingProxyType(
-    {
-        "finetune": 0.3,
-        "monte_carlo": 0.05,
-        "pac_bayes": 0.2,
-        "disagreement_prior": 0.1,
-        "disagreement_pool": 0.1,
-        "test_set": 0.15,
-        "pretext_heldout": 0.05,
-        "pretext_certificate": 0.05,
     }
 )
 
@@ -192,8 +188,15 @@ class PretextSpec:
 class BoundSpec:
     """Configuration constants of the bound: fixed before the labeled data are seen."""
 
+    #: the failure probability of the headline certificate (and of every certificate on the
+    #: head, jointly); split among the certificates computed by ``delta_shares`` or, when None,
+    #: by the rule of ``tfbound.bounds.budget.headline_fractions``
     delta: float = 0.05
-    delta_shares: Mapping[str, float] = field(default_factory=lambda: DEFAULT_DELTA_SHARES)
+    delta_shares: Mapping[str, float] | None = None
+    #: the test-set bound's own failure probability (a separate statement)
+    delta_test: float = 0.05
+    #: the pretext interval's and the pretext certificate's own failure probability (each)
+    delta_pretext: float = 0.05
     rho0: float = 1e-3
     bias_const: float = 1.0
     n_draws: int = 10_000
@@ -205,17 +208,15 @@ class BoundSpec:
     encoder_candidates: int = 1
     #: spec 10.1-10.2: the seeded split of S, the metric's eps and the prior probe's lambda
     split_seed: int = 0
-    n1_fraction: float = 0.8
+    n1_fraction: float = 0.5
     metric_eps: float = 0.1
     prior_lam: float = 1e-3
 
-    def delta_of(self, share: str) -> float:
-        return self.delta * self.delta_shares[share]
-
     def to_dict(self) -> dict[str, Any]:
-        """Every constant as plain data (the shares sorted by name)."""
+        """Every constant as plain data (the shares sorted by name; None: the rule)."""
         out: dict[str, Any] = {f: getattr(self, f) for f in BoundSpec.__dataclass_fields__}
-        out["delta_shares"] = dict(sorted(self.delta_shares.items()))
+        shares = self.delta_shares
+        out["delta_shares"] = None if shares is None else dict(sorted(shares.items()))
         return out
 
 
@@ -550,6 +551,8 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
     values: dict[str, Any] = {}
     for key, value in section.items():
         if key == "delta_shares":
+            if value is None:
+                continue
             shares = _mapping(value, "'bound.delta_shares'", path)
             for old, new in RENAMED_SHARES.items():
                 if old in shares:
@@ -558,8 +561,15 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
                         "(shares are named in full since report schema 2.0)",
                         path=path,
                     )
-            reject_unknown(shares, set(DEFAULT_DELTA_SHARES), "'bound.delta_shares'", path)
-            values[key] = MappingProxyType({**DEFAULT_DELTA_SHARES, **shares})
+            for name, option in SEPARATE_OPTIONS.items():
+                if name in shares:
+                    raise ConfigError(
+                        f"'bound.delta_shares' key '{name}' is a separate statement now, with "
+                        f"its own failure probability: set 'bound.{option}'",
+                        path=path,
+                    )
+            reject_unknown(shares, set(HEADLINE_SHARES), "'bound.delta_shares'", path)
+            values[key] = MappingProxyType(dict(shares))
         elif key in ("n_draws", "seed", "batch_size", "encoder_candidates", "split_seed"):
             values[key] = _int(value, f"bound.{key}", path)
         else:
@@ -572,16 +582,22 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
 
 
 def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
-    if not 0 < bound.delta < 1:
-        raise ConfigError(f"'bound.delta' must lie in (0, 1), got {bound.delta}", path=path)
+    for name in ("delta", "delta_test", "delta_pretext"):
+        value = getattr(bound, name)
+        if not 0 < value < 1:
+            raise ConfigError(f"'bound.{name}' must lie in (0, 1), got {_short(value)}", path=path)
     shares = bound.delta_shares
-    if any(not (_is_number(v) and math.isfinite(v) and v > 0) for v in shares.values()):
-        raise ConfigError("every 'bound.delta_shares' value must be a positive number", path=path)
-    if not math.isclose(sum(shares.values()), 1.0, rel_tol=0, abs_tol=1e-9):
-        raise ConfigError(
-            f"'bound.delta_shares' must sum to 1 (fractions of delta), got {sum(shares.values())}",
-            path=path,
-        )
+    if shares is not None:
+        if any(not (_is_number(v) and math.isfinite(v) and v > 0) for v in shares.values()):
+            raise ConfigError(
+                "every 'bound.delta_shares' value must be a positive number", path=path
+            )
+        if not math.isclose(sum(shares.values()), 1.0, rel_tol=0, abs_tol=1e-9):
+            raise ConfigError(
+                "'bound.delta_shares' must sum to 1 (fractions of delta), got "
+                f"{_short(sum(shares.values()))}",
+                path=path,
+            )
     checks = {
         "rho0": bound.rho0 > 0,
         "bias_const": bound.bias_const > 0,

@@ -37,6 +37,7 @@ class TermKey(StrEnum):
     PAC_BAYES_DETERMINISTIC = "pac_bayes_deterministic_bound"
     PAC_BAYES_GIBBS = "pac_bayes_gibbs_bound"
     DISAGREEMENT = "disagreement_bound"
+    PAC_BAYES_POOL = "pac_bayes_pool_bound"
     FINETUNED = "finetuned_test_error_bound"
     # section 2 components
     DOWNSTREAM_EMPIRICAL_RISK = "downstream_empirical_risk"
@@ -106,8 +107,23 @@ DETERMINISTIC_CERTIFICATES: tuple[TermKey, ...] = (
     TermKey.CERTIFIED,
     TermKey.PAC_BAYES_DETERMINISTIC,
     TermKey.DISAGREEMENT,
+    TermKey.PAC_BAYES_POOL,
     TermKey.FINETUNED,
 )
+
+#: The shares of ``bound.delta`` (the headline's failure probability) that the certificates on
+#: the user's head spend, by route (``tfbound.bounds.budget``).
+HEADLINE_SHARES: tuple[str, ...] = (
+    "finetune",  # delta_1, section 2 (and the fine-tuned route)
+    "monte_carlo",  # delta_mc, section 2's Monte Carlo RIRC
+    "pac_bayes",  # delta_pb, spec 10.2
+    "pac_bayes_pool",  # delta_c, the pool's disagreement in pac_bayes_pool_bound
+    "disagreement_prior",  # delta_a, spec 10.3
+    "disagreement_pool",  # delta_b, spec 10.3
+)
+#: The statements beside the headline, each with its own failure probability: the test-set
+#: bound (``bound.delta_test``), the pretext interval and certificate (``bound.delta_pretext``).
+SEPARATE_STATEMENTS: tuple[str, ...] = ("test_set", "pretext_heldout", "pretext_certificate")
 
 #: ``tightness_<name>`` = certificate / test_set_bound, one per certificate.
 TIGHTNESS_PREFIX = "tightness_"
@@ -169,6 +185,8 @@ def tightness_key(certificate: str) -> str:
 
 __all__ = [
     "DETERMINISTIC_CERTIFICATES",
+    "HEADLINE_SHARES",
+    "SEPARATE_STATEMENTS",
     "TIGHTNESS_PREFIX",
     "Role",
     "TermKey",

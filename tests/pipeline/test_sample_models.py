@@ -7,7 +7,7 @@ import pytest
 import tfbound
 from tests.helpers import REPO_ROOT
 from tests.tolerances import FLOAT64_EXACT
-from tfbound.keys import DETERMINISTIC_CERTIFICATES
+from tfbound.keys import DETERMINISTIC_CERTIFICATES, HEADLINE_SHARES, SEPARATE_STATEMENTS
 from tfbound.measures.binomial import clopper_pearson_lower
 from tfbound.report import Report
 
@@ -57,15 +57,12 @@ def test_best_certificate_is_the_minimum_with_the_summed_confidence(report: Repo
     assert not best.components  # a minimum, never a sum
     assert best.value == min(_value(report, k) for k in FROZEN)
     d = report.deltas
-    spent = (
-        d["finetune"]
-        + d["monte_carlo"]
-        + d["pac_bayes"]
-        + d["disagreement_prior"]
-        + d["disagreement_pool"]
-    )
-    assert best.confidence == pytest.approx(1 - spent)
-    assert sum(v for k, v in d.items() if k != "delta") == pytest.approx(d["delta"])
+    headline = [k for k in HEADLINE_SHARES if k in d]
+    assert sum(d[k] for k in headline) == pytest.approx(d["delta"])  # delta is the headline's
+    assert best.confidence == pytest.approx(1 - d["delta"])
+    assert best.details["delta_shares"] == {k: d[k] for k in headline}
+    for k in SEPARATE_STATEMENTS:  # separate statements, each at its own level
+        assert d[k] == pytest.approx(0.05)
 
 
 def test_pretext_terms_present(report: Report) -> None:

@@ -77,9 +77,6 @@ def disagreement(
     pool's features ``(m_pool, d)``; ``theta_hat`` and ``theta_1`` (the prior head fitted on
     ``S1``): heads ``(theta, b/c)`` in augmented coordinates, ``d+1`` entries each.
     """
-    for name, delta in (("delta_a", delta_a), ("delta_b", delta_b)):
-        if not 0 < delta < 1:
-            raise ValueError(f"{name} must lie in (0, 1), got {delta}")
     z2m = as_float64_matrix(z2, "z2")
     n2, d = z2m.shape
     y2m = as_labels(y2, n2, "y2")
@@ -89,20 +86,52 @@ def disagreement(
     w_hat = as_head(theta_hat, d + 1, "theta_hat")
     w_1 = as_head(theta_1, d + 1, "theta_1")
 
-    prior_errors = int(np.sum(y2m * (augment_features(z2m, bias_const) @ w_1) <= 0))
     pool_aug = augment_features(pool, bias_const)
-    s_hat = np.sign(pool_aug @ w_hat)
-    s_1 = np.sign(pool_aug @ w_1)
+    return disagreement_from_scores(
+        augment_features(z2m, bias_const) @ w_1,
+        y2m,
+        pool_aug @ w_hat,
+        pool_aug @ w_1,
+        delta_a=delta_a,
+        delta_b=delta_b,
+        bias_const=bias_const,
+    )
+
+
+def disagreement_from_scores(
+    prior_scores_s2: np.ndarray,
+    y2: np.ndarray | torch.Tensor,
+    head_scores_pool: np.ndarray,
+    prior_scores_pool: np.ndarray,
+    *,
+    delta_a: float,
+    delta_b: float,
+    bias_const: float = 1.0,
+    head: str = "w_hat",
+) -> DisagreementResult:
+    """The same certificate from the two heads' real-valued outputs: the prior head's on ``S2``
+    and both heads' on the pool (any heads: the user's may be an MLP; a score of 0 is a tie)."""
+    for name, delta in (("delta_a", delta_a), ("delta_b", delta_b)):
+        if not 0 < delta < 1:
+            raise ValueError(f"{name} must lie in (0, 1), got {delta}")
+    p2 = np.asarray(prior_scores_s2, dtype=np.float64).reshape(-1)
+    n2 = int(p2.shape[0])
+    y2m = as_labels(y2, n2, "y2")
+    s_hat = np.sign(np.asarray(head_scores_pool, dtype=np.float64).reshape(-1))
+    s_1 = np.sign(np.asarray(prior_scores_pool, dtype=np.float64).reshape(-1))
+    if s_hat.shape != s_1.shape or s_hat.size == 0:
+        raise DataError("the pool scores of the two heads must be non-empty and of one length")
+    prior_errors = int(np.sum(y2m * p2 <= 0))
     disagreements = int(np.sum((s_hat != s_1) | (s_hat == 0) | (s_1 == 0)))
-    m_pool = int(pool.shape[0])
+    m_pool = int(s_hat.shape[0])
 
     err_upper = clopper_pearson_upper(prior_errors, n2, delta_a)
     dis_upper = clopper_pearson_upper(disagreements, m_pool, delta_b)
     bound = min(1.0, err_upper + dis_upper)
     formula = (
         "disagreement_bound = min(1, CP_upper(errors of w_1 on S2; n2, delta_a) "
-        "+ CP_upper(sign disagreements of w_hat and w_1 on the pool; m_pool, delta_b)) "
-        "(Kaariainen 2005: err(w_hat) <= err(w_1) + P(sign(w_hat.z') != sign(w_1.z')); exact "
+        f"+ CP_upper(sign disagreements of {head} and w_1 on the pool; m_pool, delta_b)) "
+        f"(Kaariainen 2005: err({head}) <= err(w_1) + P(sign {head}(z) != sign w_1.z'); exact "
         "one-sided Clopper-Pearson limits; ties count as errors and as disagreements); "
         f"w_1 = the tool's logistic probe on S1; errors {prior_errors}/{n2} -> {err_upper:.6g} "
         f"at delta_a={delta_a:g}; disagreements {disagreements}/{m_pool} -> {dis_upper:.6g} "

@@ -22,13 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from tfbound.bounds.budget import DeltaBudget
+from tfbound.bounds.budget import DeltaBudget, headline_fractions
 from tfbound.bounds.decomposition import (
     DecompositionInputs,
     TransferInput,
     decomposition_terms,
 )
-from tfbound.bounds.disagreement import check_pool_disjoint, disagreement
+from tfbound.bounds.disagreement import (
+    check_pool_disjoint,
+    disagreement,
+    disagreement_from_scores,
+)
 from tfbound.bounds.finetuned import demote_frozen
 from tfbound.bounds.heldout import heldout_terms, tightness_term
 from tfbound.bounds.margin import (
@@ -42,7 +46,9 @@ from tfbound.bounds.margin import (
     trivial_bound,
 )
 from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_linear
+from tfbound.bounds.pac_bayes_pool import pac_bayes_pool, pac_bayes_pool_term
 from tfbound.bounds.pretext import pretext_terms
+from tfbound.bounds.split import augment_features, fit_prior_probe, split_indices
 from tfbound.bounds.tight import (
     best_certificate,
     disagreement_term,
@@ -51,6 +57,7 @@ from tfbound.bounds.tight import (
     tightness_terms,
 )
 from tfbound.config import BoundSpec, Config, load_config
+from tfbound.errors import ConfigError
 from tfbound.features import ProgressFn
 from tfbound.io.digest import sha256_file
 from tfbound.keys import DETERMINISTIC_CERTIFICATES, TermKey
@@ -159,10 +166,30 @@ def config_record(cfg: Config) -> Record:
     )
 
 
-def budget_of(cfg: Config | Setup | BoundSpec) -> DeltaBudget:
-    """The delta budget of a configuration (or of a setup's bound constants)."""
+def budget_of(
+    cfg: Config | Setup | BoundSpec, *, pool: bool = False, linear_head: bool = True
+) -> DeltaBudget:
+    """The delta budget of a configuration (or of a setup's bound constants): ``delta`` split
+    among the certificates on the head by ``bound.delta_shares`` or, when None, by the rule of
+    the configuration (a pool or not, a linear head or not); the test-set bound and the pretext
+    statements at their own levels."""
     b = cfg if isinstance(cfg, BoundSpec) else cfg.bound
-    return DeltaBudget(b.delta, b.delta_shares, b.encoder_candidates)
+    if b.delta_shares is None:
+        fractions = headline_fractions(pool=pool, linear_head=linear_head)
+    else:
+        fractions = dict(b.delta_shares)
+        missing = [k for k in ("finetune", "monte_carlo") if k not in fractions]
+        if missing:
+            raise ConfigError(
+                f"'bound.delta_shares' gives no share to {', '.join(missing)} (section 2 is "
+                "always computed)"
+            )
+    separate = {
+        "test_set": b.delta_test,
+        "pretext_heldout": b.delta_pretext,
+        "pretext_certificate": b.delta_pretext,
+    }
+    return DeltaBudget(b.delta, fractions, b.encoder_candidates, separate)
 
 
 def estimate_prepared(
@@ -192,7 +219,8 @@ def _estimate(
     capacity_mode: str,
 ) -> Report:
     b = cfg.bound
-    budget = budget_of(cfg)
+    linear = isinstance(models.head, LinearHead)
+    budget = budget_of(cfg, pool=cfg.pool is not None, linear_head=linear)
     out = _Collected()
 
     # Stage 3: the passes.
@@ -375,28 +403,31 @@ def _section10(
     c = b.bias_const
     features = train_pass.features
     assert features is not None
-    if not isinstance(models.head, LinearHead):
+    linear = isinstance(models.head, LinearHead)
+    pac: PacBayesResult | None = None
+    theta_aug = (
+        _augmented_linear_head(models.head, c) if isinstance(models.head, LinearHead) else None
+    )
+    if theta_aug is None:
         out.warnings.append(
             "PAC-Bayes (spec 10.2) certifies linear heads only: for this MLP head the "
-            "deterministic certificate is section 2's (spec 10.4)"
+            "deterministic certificates are section 2's and, with a pool, the disagreement "
+            "bound (spec 10.4)"
         )
-        if cfg.pool is not None:
-            out.warnings.append("the disagreement certificate is implemented for linear heads only")
-        return None
-    theta_aug = _augmented_linear_head(models.head, c)
-    pac = pac_bayes_linear(
-        features,
-        splits.train.y,
-        theta_aug,
-        bias_const=c,
-        split_seed=b.split_seed,
-        delta_pb=budget.per_candidate("pac_bayes"),
-        n1_fraction=b.n1_fraction,
-        eps=b.metric_eps,
-        lam=b.prior_lam,
-    )
-    out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pac_bayes"))
-    out.spent |= {"pac_bayes"}
+    elif budget.has("pac_bayes"):
+        pac = pac_bayes_linear(
+            features,
+            splits.train.y,
+            theta_aug,
+            bias_const=c,
+            split_seed=b.split_seed,
+            delta_pb=budget.per_candidate("pac_bayes"),
+            n1_fraction=b.n1_fraction,
+            eps=b.metric_eps,
+            lam=b.prior_lam,
+        )
+        out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pac_bayes"))
+        out.spent |= {"pac_bayes"}
     if splits.pool is None or cfg.pool is None:
         return pac
     others = [np.asarray(splits.train.x)]
@@ -414,22 +445,50 @@ def _section10(
         progress=progress,
     )
     assert pool_pass.features is not None
-    dis = disagreement(
-        features[pac.idx2],
-        splits.train.y[pac.idx2],
-        pool_pass.features,
-        theta_aug,
-        pac.theta_prior[0],
-        bias_const=c,
-        delta_a=budget.per_candidate("disagreement_prior"),
-        delta_b=budget.per_candidate("disagreement_pool"),
-    )
-    out.bounds.append(
-        disagreement_term(
-            dis, confidence=budget.confidence("disagreement_prior", "disagreement_pool")
+    y = splits.train.y
+    if budget.has("disagreement_prior") and budget.has("disagreement_pool"):
+        delta_a = budget.per_candidate("disagreement_prior")
+        delta_b = budget.per_candidate("disagreement_pool")
+        if theta_aug is not None and pac is not None:
+            dis = disagreement(
+                features[pac.idx2],
+                y[pac.idx2],
+                pool_pass.features,
+                theta_aug,
+                pac.theta_prior[0],
+                bias_const=c,
+                delta_a=delta_a,
+                delta_b=delta_b,
+            )
+        else:  # any head: the prior probe on S1 against the head's own outputs on the pool
+            idx1, idx2 = split_indices(features.shape[0], b.split_seed, b.n1_fraction)
+            theta_1 = fit_prior_probe(features[idx1], y[idx1], lam=b.prior_lam, bias_const=c)
+            dis = disagreement_from_scores(
+                augment_features(features[idx2], c) @ theta_1,
+                y[idx2],
+                pool_pass.scores,
+                augment_features(pool_pass.features, c) @ theta_1,
+                delta_a=delta_a,
+                delta_b=delta_b,
+                bias_const=c,
+                head="the user's head",
+            )
+        out.bounds.append(
+            disagreement_term(
+                dis, confidence=budget.confidence("disagreement_prior", "disagreement_pool")
+            )
         )
-    )
-    out.spent |= {"disagreement_prior", "disagreement_pool"}
+        out.spent |= {"disagreement_prior", "disagreement_pool"}
+    if pac is not None and linear and budget.has("pac_bayes_pool"):
+        pool_result = pac_bayes_pool(
+            pac, features, y, pool_pass.features, delta_c=budget.per_candidate("pac_bayes_pool")
+        )
+        out.bounds.append(
+            pac_bayes_pool_term(
+                pool_result, confidence=budget.confidence("pac_bayes", "pac_bayes_pool")
+            )
+        )
+        out.spent |= {"pac_bayes_pool"}
     return pac
 
 

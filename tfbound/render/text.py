@@ -97,6 +97,7 @@ def ordered_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
 CERTIFICATE_ORDER = (
     TermKey.BEST,
     TermKey.DISAGREEMENT,
+    TermKey.PAC_BAYES_POOL,
     TermKey.PAC_BAYES_DETERMINISTIC,
     TermKey.CERTIFIED,
     TermKey.FINETUNED,

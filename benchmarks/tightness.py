@@ -1,0 +1,117 @@
+"""How tight each certificate is: its ratio to the true error of the head it certifies.
+
+A Gaussian-mixture feature model with a closed-form error for any linear head: ``y`` is +1 with
+probability ``pi``, ``z | y ~ N(y mu, I_d)``; the head ``f(z) = w . z + b`` errs with probability
+``pi Phi(-(w.mu + b)/||w||) + (1 - pi) Phi((b - w.mu)/||w||)``. For every ``n`` the head is the
+L2 logistic fit the sample models use (``tfbound.training.loops.fit_linear_head``), certified by
+``tfbound.certify`` with and without an unlabeled pool (``m_pool = n / 2``). Prints, per setting,
+the median over ``--seeds`` draws of each certificate divided by the true error, and the number of
+draws where a certificate fell below the true error (a violation; expected rarely, at most about
+``delta`` of the draws).
+
+    python benchmarks/tightness.py                 # n = 200, 1000, 5000; 5 seeds; 1 thread
+    python benchmarks/tightness.py --seeds 20 --n 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import ndtr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tfbound  # noqa: E402
+from tfbound.training.loops import fit_linear_head  # noqa: E402
+
+D = 20
+PI = 0.5
+#: the class-mean norm: a Bayes error of Phi(-|mu|) = 0.1 at the head's direction
+MU_NORM = 1.2816
+CERTIFICATES = (
+    "best_certified_test_error_bound",
+    "certified_test_error_bound",
+    "pac_bayes_deterministic_bound",
+    "pac_bayes_pool_bound",
+    "disagreement_bound",
+    "holdout_probe_bound",
+)
+
+
+def true_error(w: np.ndarray, b: float, mu: np.ndarray, pi: float = PI) -> float:
+    norm = float(np.linalg.norm(w))
+    return float(pi * ndtr(-(w @ mu + b) / norm) + (1 - pi) * ndtr((b - w @ mu) / norm))
+
+
+def draw(n: int, mu: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = np.where(rng.random(n) < PI, 1.0, -1.0)
+    z = rng.normal(size=(n, mu.shape[0])) + y[:, None] * mu
+    return z.astype(np.float32), y
+
+
+def one(n: int, pool: bool, seed: int, n_draws: int, **options: float) -> dict[str, float | None]:
+    rng = np.random.default_rng(seed)
+    mu = np.zeros(D)
+    mu[0] = MU_NORM
+    z, y = draw(n, mu, rng)
+    head = fit_linear_head(torch.from_numpy(z), torch.from_numpy((y > 0).astype(np.float32)))
+    w = head.linear.weight.detach().double().numpy().reshape(-1)
+    b = float(head.linear.bias.detach().double())
+    z_pool = draw(n // 2, mu, rng)[0] if pool else None
+    report = tfbound.certify(z, y, w, b, z_pool=z_pool, n_draws=n_draws, seed=seed, **options)
+    err = true_error(w, b, mu)
+    out: dict[str, float | None] = {"true_error": err}
+    for key in CERTIFICATES:
+        term = report.get(key)
+        out[key] = None if term is None or term.value is None else term.value
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="*", default=[200, 1000, 5000])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--n-draws", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--n1-fraction", type=float, default=None, help="bound.n1_fraction")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"threads {torch.get_num_threads()}; d = {D}; Bayes error {ndtr(-MU_NORM):.3f}; "
+        f"{args.seeds} seeds; n_draws {args.n_draws}"
+    )
+    print("median certificate / true error (violations: certificate < true error)")
+    header = f"{'n':>6} {'pool':>5} {'true err':>9}  " + "  ".join(
+        f"{k.replace('_bound', '').replace('_test_error', '')[:14]:>14}" for k in CERTIFICATES
+    )
+    print(header)
+    start = time.perf_counter()
+    for n in args.n:
+        for pool in (False, True):
+            options = {} if args.n1_fraction is None else {"n1_fraction": args.n1_fraction}
+            rows = [one(n, pool, 1000 * n + s, args.n_draws, **options) for s in range(args.seeds)]
+            errs = [float(r["true_error"] or 0) for r in rows]
+            cells = []
+            for key in CERTIFICATES:
+                ratios = [r[key] / e for r, e in zip(rows, errs, strict=True) if r[key] is not None]
+                viol = sum(
+                    1 for r, e in zip(rows, errs, strict=True) if r[key] is not None and r[key] < e
+                )
+                cells.append(
+                    f"{statistics.median(ratios):8.2f} ({viol})" if ratios else f"{'-':>14}"
+                )
+            print(
+                f"{n:>6} {('yes' if pool else 'no'):>5} {statistics.median(errs):9.4f}  "
+                + "  ".join(f"{c:>14}" for c in cells)
+            )
+    print(f"{time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
