@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,8 @@ def _transformers() -> Any:
         raise InputError(
             f"'arch: hf' needs the optional 'transformers' package: {HF_EXTRA_HINT}"
         ) from exc
+    transformers.utils.logging.disable_progress_bar()  # stderr carries tfbound's lines only
+    transformers.utils.logging.set_verbosity_error()
     return transformers
 
 
@@ -192,7 +196,7 @@ def _load_config(folder: Path, model_type: str) -> Any:
 
 def build_hf_encoder(spec: ModuleSpec) -> HFEncoder:
     """The ``arch: hf`` encoder of ``spec``, weights loaded, in eval mode (float32)."""
-    from tfbound.io.checkpoints import load_tensors
+    from tfbound.io.checkpoints import load_tensors, resolve_checkpoint
 
     assert spec.weights is not None
     o = spec.options
@@ -208,19 +212,25 @@ def build_hf_encoder(spec: ModuleSpec) -> HFEncoder:
     config = _load_config(folder, model_type)
     if model_type == "vit_mae":
         config.mask_ratio = 0.0
-    transformers = _transformers()
-    try:
-        with torch.random.fork_rng(devices=[]):  # the initial values are all overwritten
-            torch.manual_seed(0)
-            model = transformers.AutoModel.from_config(config)
-    except Exception as exc:
-        raise CheckpointError(
-            f"transformers cannot build a {model_type!r} model: {first_line(exc)}",
-            path=folder / "config.json",
-        ) from exc
-    model = model.to(torch.float32)
-    tensors = rename_keys(load_tensors(spec.weights), o.get("prefix", ""), o.get("key_map"))
-    _load_weights(model, tensors, spec, pooler_used=o["pooling"] == "pooler")
+    # tfbound's reader first: safetensors headers checked, pickles refused, NaN/Inf refused
+    tensors = load_tensors(spec.weights)
+    files = resolve_checkpoint(spec.weights)
+    standard = files.kind == "safetensors" and files.path.parent.resolve() == folder.resolve()
+    standard = standard and files.path.name in ("model.safetensors", "model.safetensors.index.json")
+    renamed = "prefix" in o or "key_map" in o or not standard
+    with tempfile.TemporaryDirectory(prefix="tfbound-hf-") as tmp:
+        source = folder
+        if renamed:  # the renamed tensors, beside a copy of config.json, for from_pretrained
+            from safetensors.torch import save_file
+
+            source = Path(tmp)
+            shutil.copy(folder / "config.json", source / "config.json")
+            state = rename_keys(tensors, str(o.get("prefix", "")), o.get("key_map"))
+            save_file(
+                {k: v.contiguous() for k, v in state.items()}, str(source / "model.safetensors")
+            )
+        del tensors
+        model = _from_pretrained(source, config, spec, model_type, o["pooling"] == "pooler")
     image_shape = None
     if model_type in IMAGE_MODEL_TYPES:
         size = getattr(config, "image_size", None)
@@ -238,43 +248,45 @@ def build_hf_encoder(spec: ModuleSpec) -> HFEncoder:
     ).eval()
 
 
-def _load_weights(
-    model: nn.Module, tensors: dict[str, torch.Tensor], spec: ModuleSpec, *, pooler_used: bool
-) -> None:
-    expected = model.state_dict()
-    prefix = str(getattr(model, "base_model_prefix", "") or "")
-    if prefix and not any(k in expected for k in tensors):
-        stripped = {k.removeprefix(prefix + "."): v for k, v in tensors.items()}
-        if any(k in expected for k in stripped):
-            tensors = stripped
-    missing = [k for k in expected if k not in tensors]
+def _from_pretrained(
+    source: Path, config: Any, spec: ModuleSpec, model_type: str, pooler_used: bool
+) -> nn.Module:
+    """``AutoModel.from_pretrained`` offline from safetensors; a missing or mismatched weight is
+    a ``CheckpointError`` (``pooler.*`` may be missing when the pooler is not used)."""
+    transformers = _transformers()
+    try:
+        with torch.random.fork_rng(devices=[]):  # weights it would initialise are refused below
+            torch.manual_seed(0)
+            model, info = transformers.AutoModel.from_pretrained(
+                str(source),
+                config=config,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+                output_loading_info=True,
+                dtype=torch.float32,
+            )
+    except Exception as exc:  # transformers raises many types
+        raise CheckpointError(
+            f"transformers cannot load this {model_type!r} model: {first_line(exc)}",
+            path=spec.weights,
+        ) from exc
+    missing = sorted(str(k) for k in info.get("missing_keys", ()))
     if not pooler_used:
         missing = [k for k in missing if not k.startswith("pooler.")]
-    found = sorted(tensors)
-    if missing:
+    mismatched = [str(k) for k in info.get("mismatched_keys", ())]
+    if missing or mismatched:
+        unexpected = sorted(str(k) for k in info.get("unexpected_keys", ()))
         raise CheckpointError(
             f"weights do not fit the {type(model).__name__}: missing {', '.join(missing[:4])}"
-            f"{' ...' if len(missing) > 4 else ''} (the file has {', '.join(found[:4])} ...; "
-            "strip a wrapper's prefix with 'encoder.prefix' or rename with 'encoder.key_map')",
+            f"{' ...' if len(missing) > 4 else ''}"
+            + (f"; shape mismatch {', '.join(mismatched[:3])}" if mismatched else "")
+            + (f"; the file has {', '.join(unexpected[:3])} ..." if unexpected else "")
+            + " (strip a wrapper's prefix with 'encoder.prefix' or rename with "
+            "'encoder.key_map')",
             path=spec.weights,
         )
-    bad = [
-        f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in tensors and tensors[k].shape != v.shape
-    ]
-    bad += [
-        f"{k} is {str(tensors[k].dtype).removeprefix('torch.')}"
-        for k, v in expected.items()
-        if k in tensors and v.is_floating_point() and not tensors[k].is_floating_point()
-    ]
-    if bad:
-        raise CheckpointError(
-            f"weights do not fit the {type(model).__name__}: {'; '.join(bad[:3])}",
-            path=spec.weights,
-        )
-    state = {k: tensors[k].to(v.dtype) for k, v in expected.items() if k in tensors}
-    model.load_state_dict(state, strict=False)
+    return model.to(torch.float32).eval()
 
 
 def check_hf_options(spec: ModuleSpec) -> None:
