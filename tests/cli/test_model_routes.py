@@ -120,7 +120,8 @@ def _cnn(tmp: Path) -> Path:
     return run
 
 
-def test_factory_cnn_route(tmp_path: Path) -> None:
+def test_factory_cnn_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tfbound.models.build._allow_code", [False])  # --allow-code sets it
     run = _cnn(tmp_path)
     config = run / "tfbound.yaml"
     code, _, err = run_cli("init", str(run / "cnn.safetensors"))
