@@ -34,7 +34,7 @@ app = typer.Typer(
     name="tfbound",
     help="Certified, itemised generalization bounds for pre-trained encoders and fine-tuned heads.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -403,6 +403,14 @@ def estimate(
             show_default=False,
         ),
     ] = None,
+    fit_head_first: Annotated[
+        bool,
+        typer.Option(
+            "--fit-head",
+            help="First fit the L2 logistic head (lam 1e-3) on the frozen features and write it "
+            "to head.weights, as 'tfbound fit-head' does.",
+        ),
+    ] = False,
 ) -> None:
     """Load the encoder, head and data of CONFIG and print the bound term by term."""
     from tfbound.config import load_config
@@ -438,6 +446,8 @@ def estimate(
     }
     if overrides:
         cfg = cfg.with_bound(**overrides)
+    if fit_head_first:
+        _fit_and_say(cfg, None, None, False)
     with _progress(not quiet) as progress:
         report = run_estimate(
             cfg, progress=progress, transfer=transfer_input, capacity=capacity.value
@@ -454,6 +464,79 @@ def estimate(
         lambda d: report_markdown(d, verdict, base_report),
         verdicts,
         junit,
+    )
+
+
+def _fit_and_say(cfg: Any, lam: float | None, out: Path | None, force: bool) -> None:
+    from tfbound.headfit import DEFAULT_LAM, fit_head
+
+    fit = fit_head(cfg, lam=DEFAULT_LAM if lam is None else lam, out=out, force=force)
+    _stderr().print(
+        f"wrote {fit.head} and {fit.record.name} (lam {fit.lam:g}, fixed before the labels were "
+        f"seen; n {fit.n}, train accuracy {fit.train_accuracy:.4f})",
+        soft_wrap=True,
+    )
+
+
+@app.command("fit-head")
+@handle_errors
+def fit_head_command(
+    config: Annotated[
+        Path, typer.Argument(help="A tfbound.yaml, or a folder that holds one.", show_default=False)
+    ],
+    lam: Annotated[
+        float,
+        typer.Option(
+            "--lam",
+            min=0.0,
+            help="L2 weight of the logistic head, fixed before the labels are seen "
+            "(the sample models' 1e-3).",
+        ),
+    ] = 1e-3,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write the head (default: the config's head.weights)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a head file tfbound fit-head did not write.")
+    ] = False,
+) -> None:
+    """Fit the L2 logistic head on CONFIG's frozen downstream_train features (float64 LBFGS)
+    and write it with a provenance record (same stem, .json)."""
+    from tfbound.config import load_config
+
+    _fit_and_say(load_config(config), lam, out, force)
+
+
+@app.command("init")
+@handle_errors
+def init_command(
+    target: Annotated[
+        Path,
+        typer.Argument(
+            help="A Hugging Face model folder, a weights file (.safetensors, .pt) or a folder "
+            "holding encoder.safetensors.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="The tfbound.yaml to write, or its folder (default: in TARGET's folder).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented tfbound.yaml for TARGET, with the data keys to fill in."""
+    from tfbound.scaffold import write_scaffold
+
+    path, result = write_scaffold(target, out, force)
+    _stderr().print(
+        f"wrote {path} ({result.kind}); fill in: {', '.join(result.fill_in)}; "
+        f"next: tfbound fit-head {path}, then tfbound estimate {path}",
+        soft_wrap=True,
     )
 
 

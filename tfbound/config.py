@@ -54,7 +54,15 @@ _OPTION_TYPES: dict[str, Any] = {
     "normalize": "bool",
     "pooling": ("mean", "cls", "pooler"),
     "layer_norm_eps": "positive",
+    "layer": "layer",
+    "prefix": "str",
+    "key_map": "key_map",
 }
+
+#: Options every arch with weights accepts, recorded only when given (the weights' key renaming:
+#: ``prefix`` is stripped from every key that starts with it, then ``key_map`` renames
+#: key prefixes, old -> new; see docs/models.md).
+_RENAMING_OPTIONS = ("prefix", "key_map")
 
 # Allowed options per (role, arch) with their defaults (None: required, no default).
 _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -85,8 +93,19 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
         "heads": "auto",
         "layer_norm_eps": 1e-12,
     },
+    # A Hugging Face model folder (tfbound.models.hf, needs tfbound[hf]): the architecture from
+    # its config.json, ``layer`` "last" (last_hidden_state) or an index into hidden_states;
+    # ``tokenizer`` "auto": the folder's tokenizer.json if it has one (text), else none (images).
+    ("encoder", "hf"): {
+        "pooling": "mean",
+        "normalize": False,
+        "layer": "last",
+        "tokenizer": "auto",
+        "max_length": 128,
+    },
     ("head", "linear"): {},
     ("head", "mlp"): {"activation": "relu"},
+    ("head", "factory"): {"factory": None, "kwargs": {}},
     ("decoder", "linear"): {"input_dim": None, "output_dim": None},
     ("decoder", "mlp"): {"input_dim": None, "hidden": [], "output_dim": None, "activation": "relu"},
     ("decoder", "factory"): {"factory": None, "kwargs": {}},
@@ -130,6 +149,8 @@ class ModuleSpec:
     weights: Path | None
     options: Mapping[str, Any]
     reference: Path | None = None
+    #: the folder of the config that names this module (``arch: factory`` imports from it)
+    base: Path | None = field(default=None, compare=False)
 
     def to_dict(self, base: Path) -> dict[str, Any]:
         options = {
@@ -361,36 +382,58 @@ def _module_spec(role: str, raw: Any, base: Path, path: Path) -> ModuleSpec:
     if arch not in archs:
         raise ConfigError(f"'{role}.arch' must be one of {archs}, got {_short(arch)}", path=path)
     defaults = _ARCH_OPTIONS[(role, arch)]
-    allowed = {"arch", "weights", *defaults} | ({"reference"} if role == "encoder" else set())
+    allowed = {"arch", "weights", *defaults, *_RENAMING_OPTIONS}
+    allowed |= {"reference"} if role == "encoder" else set()
     reject_unknown(section, allowed, f"'{role}' ({arch})", path)
     options: dict[str, Any] = {}
     for key, default in defaults.items():
+        if key in section and section[key] is None and default is None:
+            raise ConfigError(f"'{role}.{key}' ({arch}) is empty: fill it in", path=path)
         if key in section:
             options[key] = section[key]
         elif default is None:
             raise ConfigError(f"'{role}' ({arch}) needs '{key}'", path=path)
         else:
             options[key] = default
+    options.update({k: section[k] for k in _RENAMING_OPTIONS if k in section})
     for key, value in options.items():
         _check_option(role, arch, key, value, path)
     _check_parameter_budget(role, arch, options, path)
     weights = section.get("weights")
     if weights is None and arch != "factory":
-        raise ConfigError(f"'{role}' needs 'weights'", path=path)
+        empty = "weights" in section
+        what = "is empty: fill it in" if empty else "is missing"
+        raise ConfigError(f"'{role}.weights' {what} (a weights file or folder)", path=path)
     for key in ("weights", "reference", "tokenizer"):
         value = section.get(key)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"'{role}.{key}' must be a path string", path=path)
-    if isinstance(options.get("tokenizer"), str):
+    resolved = None if weights is None else (base / weights).resolve()
+    if arch == "hf":
+        options["tokenizer"] = _hf_tokenizer(options["tokenizer"], resolved, base)
+    elif isinstance(options.get("tokenizer"), str):
         options["tokenizer"] = (base / options["tokenizer"]).resolve()
     reference = section.get("reference")
     return ModuleSpec(
         role=role,
         arch=arch,
-        weights=None if weights is None else (base / weights).resolve(),
+        weights=resolved,
         options=MappingProxyType(options),
         reference=None if reference is None else (base / reference).resolve(),
+        base=base,
     )
+
+
+def _hf_tokenizer(value: str, weights: Path | None, base: Path) -> Path | None:
+    """``tokenizer: auto``: the model folder's ``tokenizer.json`` when it has one, else None (an
+    image model); a path string resolves against the config's folder."""
+    if value != "auto":
+        return (base / value).resolve()
+    if weights is None:
+        return None
+    folder = weights if weights.is_dir() else weights.parent
+    candidate = folder / "tokenizer.json"
+    return candidate if candidate.is_file() else None
 
 
 def _check_option(role: str, arch: str, key: str, value: Any, path: Path) -> None:
@@ -416,6 +459,18 @@ def _check_option(role: str, arch: str, key: str, value: Any, path: Path) -> Non
         ok, want = isinstance(value, dict), "a mapping"
     elif isinstance(kind, tuple):
         ok, want = value in kind, "one of " + ", ".join(kind)
+    elif kind == "layer":
+        ok = value == "last" or (
+            isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SIZE
+        )
+        want = "'last' or an integer index into the hidden states"
+    elif kind == "key_map":
+        ok = (
+            isinstance(value, dict)
+            and len(value) <= 1000
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        )
+        want = "a mapping of key prefixes to key prefixes (strings)"
     else:
         return
     if not ok:

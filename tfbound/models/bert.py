@@ -218,7 +218,8 @@ def _heads_option(spec: ModuleSpec) -> int:
     heads = spec.options.get("heads", "auto")
     if heads == "auto":
         assert spec.weights is not None
-        config = spec.weights.parent / "config.json"
+        folder = spec.weights if spec.weights.is_dir() else spec.weights.parent
+        config = folder / "config.json"
         try:
             value = json.loads(config.read_text(encoding="utf-8")).get("num_attention_heads")
         except (OSError, ValueError, AttributeError) as exc:
@@ -266,7 +267,10 @@ def build_bert_encoder(spec: ModuleSpec) -> BertEncoder:
     eps = o.get("layer_norm_eps")
     if not isinstance(eps, int | float) or isinstance(eps, bool) or not eps > 0:
         raise ConfigError(f"'encoder.layer_norm_eps' must be a positive number, got {eps!r}")
-    tensors = _normalise_names(load_tensors(spec.weights))
+    from tfbound.models.renaming import rename_keys
+
+    renamed = rename_keys(load_tensors(spec.weights), o.get("prefix", ""), o.get("key_map"))
+    tensors = _normalise_names(renamed)
     sizes = bert_sizes(tensors, _heads_option(spec))
     try:
         model = BertEncoder(

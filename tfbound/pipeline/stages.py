@@ -6,20 +6,20 @@ Every stage returns a frozen value; nothing here makes a ``Term`` (that is ``tfb
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from tfbound.config import ArraySource, BoundSpec, Config, PretextSpec
+from tfbound.config import ArraySource, BoundSpec, Config, ModuleSpec, PretextSpec
 from tfbound.errors import DataError, first_line
 from tfbound.features import ProgressFn, feature_batches, input_batches
 from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
-from tfbound.models.build import build_head, build_module, feature_dim_of
+from tfbound.models.build import build_module, feature_dim_of, load_head
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.pretext import PretextTask, pretext_losses, pretext_task
 
@@ -33,6 +33,11 @@ class Models:
     feature_dim: int
     decoder: nn.Module | None = None  # only when a pretext loss can be computed
     reference: nn.Module | None = None  # the pre-trained encoder of a fine-tuned one
+    #: how the head was read, for the report's ``model.head`` (e.g. ``form``,
+    #: ``output_logits``, a ``fit`` record of ``tfbound fit-head``)
+    head_details: Mapping[str, object] = field(default_factory=dict)
+    #: lines for the report's warnings about how the models were read (a 2-logit head, ...)
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,9 @@ def data_loaders(
     A labeled split of fewer than 2 examples is a ``DataError`` whichever loader reads it: no
     bound is computed from it."""
     load_lab, load_in = load_labeled, load_inputs
-    if cfg.encoder.arch == "bert":
+    if cfg.encoder.arch == "bert" or (
+        cfg.encoder.arch == "hf" and cfg.encoder.options.get("tokenizer") is not None
+    ):
         from tfbound.io.text import TextData
 
         text = TextData.from_spec(cfg.encoder)
@@ -143,7 +150,11 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
     decoder of the pretext task and the reference encoder of a fine-tuned one."""
     encoder = build_module(cfg.encoder)
     d = probe_feature_dim(encoder, train.x, cfg.data.downstream_train.path)
-    head = build_head(cfg.head, d)
+    loaded = load_head(cfg.head, d)
+    head_details = dict(loaded.details)
+    fit = fit_record_of(cfg.head)
+    if fit is not None:
+        head_details["fit"] = fit
     decoder = None
     if cfg.pretext is not None and cfg.decoder is not None and cfg.data.pretrain_train is not None:
         decoder = build_module(cfg.decoder)
@@ -152,7 +163,29 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
         reference = build_module(
             replace(cfg.encoder, weights=cfg.encoder.reference, reference=None)
         )
-    return Models(encoder, head, d, decoder, reference)
+    return Models(
+        encoder, loaded.head, d, decoder, reference, head_details, _model_notes(cfg, loaded.notes)
+    )
+
+
+def fit_record_of(spec: ModuleSpec) -> dict[str, object] | None:
+    """The ``tfbound fit-head`` record beside the head's weights, when it is one and describes
+    these very weights (its ``head_sha256``); None otherwise."""
+    if spec.weights is None or not spec.weights.is_file():
+        return None
+    from tfbound.headfit import read_fit_record
+
+    return read_fit_record(spec.weights)
+
+
+def _model_notes(cfg: Config, head_notes: tuple[str, ...]) -> tuple[str, ...]:
+    notes = list(head_notes)
+    if cfg.encoder.arch == "hf":
+        notes.append(
+            "a Hugging Face encoder (arch: hf): no certified capacity term reads its layers; "
+            "the certificates on the head (sections 2 and 10) hold for its frozen features"
+        )
+    return tuple(notes)
 
 
 def probe_feature_dim(encoder: nn.Module, x: np.ndarray, path: Path | None) -> int:

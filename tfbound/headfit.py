@@ -1,0 +1,177 @@
+"""``tfbound fit-head``: the samples' L2 logistic head on a config's frozen features, written
+atomically with its provenance record.
+
+One encoder pass over ``downstream_train`` (``tfbound.features.encode``), then
+``tfbound.training.loops.fit_linear_head`` (float64 LBFGS, the recipe of the sample models; one
+implementation). The regularisation ``lam`` is a constant given on the command line (default
+``1e-3``, the samples'): it is fixed before the labels are seen, and the record says so. The
+head is written as ``linear.weight`` / ``linear.bias`` safetensors; the record, a JSON file with
+the same stem beside it, holds the encoder's and data's digests, ``lam``, ``n`` and the head's own
+digest. A file tfbound did not write (no matching record) is replaced only with ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tfbound.config import Config, ModuleSpec
+from tfbound.errors import ConfigError, InputError
+
+#: the samples' L2 weight (tfbound.training.loops.fit_linear_head's default)
+DEFAULT_LAM = 1e-3
+MARKER_KEY = "written_by"
+MARKER_VALUE = "tfbound fit-head"
+FIXED = "fixed before the labels were seen (a command-line constant, not tuned on S)"
+
+
+def record_path(head: Path) -> Path:
+    """The provenance record of a head file: the same stem, ``.json``."""
+    return head.with_suffix(".json")
+
+
+def _digest(path: Path) -> str:
+    from tfbound.io.digest import sha256_file
+
+    return sha256_file(path) or ""
+
+
+def weights_digest(spec: ModuleSpec) -> str | None:
+    """The sha256 of a module's weights: of its one file, or of the files' digests in order (a
+    folder or a sharded checkpoint); None without weights."""
+    if spec.weights is None:
+        return None
+    from tfbound.io.checkpoints import resolve_checkpoint
+
+    files = resolve_checkpoint(spec.weights).files
+    if len(files) == 1:
+        return _digest(files[0])
+    joint = hashlib.sha256()
+    for f in files:
+        joint.update(_digest(f).encode())
+    return joint.hexdigest()
+
+
+def read_fit_record(head: Path) -> dict[str, Any] | None:
+    """The record of ``head`` when tfbound fit-head wrote it for these very weights, else None."""
+    rec = record_path(head)
+    if rec.is_symlink() or not rec.is_file() or not head.is_file():
+        return None
+    try:
+        if rec.stat().st_size > 2**20:
+            return None
+        data = json.loads(rec.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get(MARKER_KEY) != MARKER_VALUE:
+        return None
+    if data.get("head_sha256") != _digest(head):
+        return None
+    return data
+
+
+def _check_replaceable(head: Path, force: bool) -> None:
+    if force:
+        return
+    rec = record_path(head)
+    ours = read_fit_record(head) is not None
+    for path in (head, rec):
+        if (path.exists() or path.is_symlink()) and not ours:
+            raise InputError(
+                "refused to overwrite: not written by tfbound fit-head (no matching "
+                f"{rec.name}); pass --force to replace it",
+                path=path,
+            )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    head: Path
+    record: Path
+    lam: float
+    n: int
+    train_accuracy: float
+    feature_dim: int
+
+
+def fit_head(
+    cfg: Config,
+    *,
+    lam: float = DEFAULT_LAM,
+    out: Path | None = None,
+    force: bool = False,
+) -> FitResult:
+    """Fit the L2 logistic head of ``cfg`` on its frozen encoder's ``downstream_train`` features
+    and write it (``out``, default the config's ``head.weights``) with its record."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save
+
+    from tfbound.features import encode
+    from tfbound.io.atomic import write_bytes_atomic, write_text_atomic
+    from tfbound.models.build import build_module
+    from tfbound.pipeline.stages import data_loaders, probe_feature_dim
+    from tfbound.training.loops import fit_linear_head
+
+    if not (lam > 0 and np.isfinite(lam)):
+        raise InputError(f"--lam must be a finite number > 0, got {lam}")
+    target = out if out is not None else cfg.head.weights
+    if target is None:
+        raise ConfigError("'head.weights' is missing: where to write the head", path=cfg.path)
+    if out is None and cfg.head.arch != "linear":
+        raise ConfigError(
+            f"fit-head writes a linear head; 'head.arch' is {cfg.head.arch!r} (set it to "
+            "'linear' or pass --out)",
+            path=cfg.path,
+        )
+    if not target.parent.is_dir():
+        raise InputError("cannot write: the folder does not exist", path=target)
+    _check_replaceable(target, force)
+    encoder = build_module(cfg.encoder)
+    load_lab, _ = data_loaders(cfg)
+    train = load_lab(cfg.data.downstream_train)
+    d = probe_feature_dim(encoder, train.x, cfg.data.downstream_train.path)
+    z = encode(encoder, train.x, cfg.bound.batch_size)
+    y01 = torch.from_numpy((train.y > 0).astype(np.float64))
+    head = fit_linear_head(torch.from_numpy(z), y01, lam)
+    with torch.inference_mode():
+        scores = head(torch.from_numpy(z).to(torch.float32)).to(torch.float64).numpy()
+    accuracy = float(np.mean((scores > 0) == (train.y > 0)))
+    data = cfg.data.downstream_train.path
+    state = {k: v.detach().contiguous().clone() for k, v in head.state_dict().items()}
+    payload = save(state)
+    write_bytes_atomic(target, payload)
+    record = {
+        MARKER_KEY: MARKER_VALUE,
+        "head_sha256": hashlib.sha256(payload).hexdigest(),
+        "head": "linear (linear.weight, linear.bias)",
+        "recipe": "L2 logistic regression, bias unpenalised, float64 LBFGS "
+        "(tfbound.training.loops.fit_linear_head)",
+        "lam": lam,
+        "regularisation": FIXED,
+        "n": int(train.y.shape[0]),
+        "positives": int(np.sum(train.y > 0)),
+        "feature_dim": d,
+        "train_accuracy": accuracy,
+        "encoder_arch": cfg.encoder.arch,
+        "encoder_sha256": weights_digest(cfg.encoder),
+        "data_sha256": _digest(data) if data.is_file() else None,
+        "config": str(cfg.path),
+    }
+    rec = record_path(target)
+    write_text_atomic(rec, json.dumps(record, indent=1) + "\n")
+    return FitResult(target, rec, lam, int(train.y.shape[0]), accuracy, d)
+
+
+__all__ = [
+    "DEFAULT_LAM",
+    "FIXED",
+    "FitResult",
+    "fit_head",
+    "read_fit_record",
+    "record_path",
+    "weights_digest",
+]
