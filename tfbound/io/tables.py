@@ -47,7 +47,9 @@ class RawSplit:
         return len(self.texts) if self.texts is not None else int(self.values.shape[0])  # type: ignore[union-attr]
 
 
-def check_file_size(path: Path, limit: int = MAX_TABLE_BYTES) -> None:
+def check_file_size(path: Path, limit: int | None = None) -> None:
+    """A file that exists, is not empty and has at most ``limit`` bytes (``MAX_TABLE_BYTES``)."""
+    limit = MAX_TABLE_BYTES if limit is None else limit
     if not path.is_file():
         raise DataError("data file not found", path=path)
     size = path.stat().st_size
