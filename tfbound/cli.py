@@ -411,6 +411,14 @@ def estimate(
             "to head.weights, as 'tfbound fit-head' does.",
         ),
     ] = False,
+    drop_pool_overlap: Annotated[
+        bool,
+        typer.Option(
+            "--drop-pool-overlap",
+            help="Drop the unlabeled pool's examples found in the labeled, test or "
+            "pre-training data (the report says how many) instead of refusing the pool.",
+        ),
+    ] = False,
 ) -> None:
     """Load the encoder, head and data of CONFIG and print the bound term by term."""
     from tfbound.config import load_config
@@ -450,7 +458,11 @@ def estimate(
         _fit_and_say(cfg, None, None, False)
     with _progress(not quiet) as progress:
         report = run_estimate(
-            cfg, progress=progress, transfer=transfer_input, capacity=capacity.value
+            cfg,
+            progress=progress,
+            transfer=transfer_input,
+            capacity=capacity.value,
+            drop_pool_overlap=drop_pool_overlap,
         )
     data = report.to_dict()
     verdicts = None if gates is None else _evaluate(gates, data, base_report)

@@ -31,6 +31,7 @@ MAX_N_DRAWS = 1_000_000
 MAX_BATCH_SIZE = 1 << 20
 MAX_ENCODER_CANDIDATES = 1_000_000
 MAX_SEED = (1 << 63) - 1
+MAX_IMAGE_SIDE = 4096  # a resized image's height or width
 
 #: The type of each module option: "size" (an integer in [1, MAX_SIZE]), "sizes" (a list of
 #: them), "positive" (a finite number > 0), "bool", "str", "mapping", or a tuple of choices.
@@ -164,18 +165,68 @@ class ModuleSpec:
         return out
 
 
+#: image modes a transform may declare (Pillow's names): 8-bit grayscale or RGB
+IMAGE_MODES = ("L", "RGB")
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """The declared transform of an image folder: convert to ``mode``, resize to ``(height,
+    width)`` (bilinear), divide by ``scale``, then ``(x - mean) / std`` per channel; the array of
+    one image is ``(channels, height, width)`` float32 (channels 1 for ``L``, 3 for ``RGB``)."""
+
+    resize: tuple[int, int]
+    mode: str = "RGB"
+    scale: float = 255.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"resize": list(self.resize), "mode": self.mode, "scale": self.scale}
+        if self.mean:
+            out["mean"] = list(self.mean)
+        if self.std:
+            out["std"] = list(self.std)
+        return out
+
+
 @dataclass(frozen=True)
 class ArraySource:
-    """An array file and the keys of its inputs and (for labeled splits) labels."""
+    """A data file (or folder) and the keys of its inputs and (for labeled splits) labels.
+
+    ``x`` names the inputs (an array key, a JSON key or a table column); ``columns``, when the
+    inputs are several numeric columns of a table, lists them (``x`` is then their names joined
+    by commas, for messages). ``positive``: the label value read as +1 (every other value is -1;
+    needed for string labels). ``labels``: an image folder's labels file. ``transform``: an image
+    folder's declared transform. ``split``: the split of a saved Hugging Face ``DatasetDict``.
+    """
 
     path: Path
     x: str = "x"
     y: str | None = None
+    columns: tuple[str, ...] = ()
+    positive: str | int | None = None
+    labels: Path | None = None
+    transform: ImageTransform | None = None
+    split: str | None = None
 
     def to_dict(self, base: Path) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": relative_path(self.path, base), "x": self.x}
+        out: dict[str, Any] = {"path": relative_path(self.path, base)}
+        out["x"] = list(self.columns) if self.columns else self.x
         if self.y is not None:
             out["y"] = self.y
+        if self.positive is not None:
+            out["positive"] = self.positive
+        if self.labels is not None:
+            out["labels"] = relative_path(self.labels, base)
+        if self.transform is not None:
+            out["transform"] = self.transform.to_dict()
+        if self.split is not None:
+            out["split"] = self.split
         return out
 
 
@@ -514,19 +565,113 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: the keys of a split's mapping in ``data:`` (labeled splits also take ``y``, ``positive`` and
+#: ``labels``)
+_SOURCE_KEYS = {"path", "x", "transform", "split"}
+_LABELED_KEYS = {"y", "positive", "labels"}
+MAX_COLUMNS = 100_000  # numeric input columns of one table
+MAX_NAME = 1000  # a column, key or split name
+
+
+def _name(value: Any, key: str, path: Path) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
+        raise ConfigError(
+            f"'{key}' must be a non-empty name of at most {MAX_NAME} characters, "
+            f"got {_short(value)}",
+            path=path,
+        )
+    return value
+
+
 def _array_source(name: str, raw: Any, base: Path, path: Path, labeled: bool) -> ArraySource:
     if isinstance(raw, str):
         return ArraySource((base / raw).resolve(), "x", "y" if labeled else None)
     section = _mapping(raw, f"'data.{name}'", path)
-    allowed = {"path", "x", "y"} if labeled else {"path", "x"}
+    allowed = _SOURCE_KEYS | _LABELED_KEYS if labeled else _SOURCE_KEYS
     reject_unknown(section, allowed, f"'data.{name}'", path)
     if not isinstance(section.get("path"), str):
         raise ConfigError(f"'data.{name}.path' must be a path string", path=path)
+    x_raw = section.get("x", "x")
+    columns: tuple[str, ...] = ()
+    if isinstance(x_raw, list):
+        if not 0 < len(x_raw) <= MAX_COLUMNS:
+            raise ConfigError(
+                f"'data.{name}.x' must list 1 to {MAX_COLUMNS} columns, got {len(x_raw)}",
+                path=path,
+            )
+        columns = tuple(_name(c, f"data.{name}.x", path) for c in x_raw)
+        if len(set(columns)) != len(columns):
+            raise ConfigError(f"'data.{name}.x' lists a column twice", path=path)
+        x = ",".join(columns)
+    else:
+        x = str(x_raw) if isinstance(x_raw, int | float) else _name(x_raw, f"data.{name}.x", path)
+    positive = section.get("positive")
+    if positive is not None and (
+        isinstance(positive, bool)
+        or not isinstance(positive, str | int)
+        or (isinstance(positive, str) and not 0 < len(positive) <= MAX_NAME)
+    ):
+        raise ConfigError(
+            f"'data.{name}.positive' must be a label value (a string or an integer), "
+            f"got {_short(positive)}",
+            path=path,
+        )
+    labels = section.get("labels")
+    if labels is not None and not isinstance(labels, str):
+        raise ConfigError(f"'data.{name}.labels' must be a path string", path=path)
+    split = section.get("split")
+    if split is not None:
+        split = _name(split, f"data.{name}.split", path)
+    transform = None
+    if "transform" in section:
+        transform = _image_transform(section["transform"], f"data.{name}.transform", path)
     return ArraySource(
         (base / section["path"]).resolve(),
-        str(section.get("x", "x")),
+        x,
         str(section.get("y", "y")) if labeled else None,
+        columns=columns,
+        positive=positive,
+        labels=None if labels is None else (base / labels).resolve(),
+        transform=transform,
+        split=split,
     )
+
+
+def _image_transform(raw: Any, key: str, path: Path) -> ImageTransform:
+    section = _mapping(raw, f"'{key}'", path)
+    reject_unknown(section, {"resize", "mode", "scale", "mean", "std"}, f"'{key}'", path)
+    if "resize" not in section:
+        raise ConfigError(f"'{key}' needs 'resize: [height, width]'", path=path)
+    size = _number_list(section["resize"], 2, f"{key}.resize", path, int)
+    if not all(1 <= v <= MAX_IMAGE_SIDE for v in size):
+        raise ConfigError(
+            f"'{key}.resize' sides must lie in [1, {MAX_IMAGE_SIDE}], got {size}", path=path
+        )
+    mode = section.get("mode", "RGB")
+    if mode not in IMAGE_MODES:
+        raise ConfigError(
+            f"'{key}.mode' must be one of {', '.join(IMAGE_MODES)}, got {_short(mode)}", path=path
+        )
+    scale = section.get("scale", 255.0)
+    if not _is_number(scale) or not math.isfinite(scale) or scale <= 0:
+        raise ConfigError(f"'{key}.scale' must be a finite number > 0", path=path)
+    channels = 1 if mode == "L" else 3
+    stats: dict[str, tuple[float, ...]] = {}
+    for stat in ("mean", "std"):
+        if stat not in section:
+            stats[stat] = ()
+            continue
+        values = _number_list(section[stat], channels, f"{key}.{stat}", path, float)
+        if not all(math.isfinite(v) for v in values) or (
+            stat == "std" and not all(v > 0 for v in values)
+        ):
+            raise ConfigError(
+                f"'{key}.{stat}' must hold {channels} finite numbers"
+                + (" > 0" if stat == "std" else ""),
+                path=path,
+            )
+        stats[stat] = tuple(values)
+    return ImageTransform((size[0], size[1]), str(mode), float(scale), stats["mean"], stats["std"])
 
 
 def _data_spec(raw: Any, base: Path, path: Path) -> DataSpec:

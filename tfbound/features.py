@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,7 +79,14 @@ def feature_batches(
     progress: ProgressFn | None = None,
 ) -> Iterator[torch.Tensor]:
     """``h(x)`` (or ``h(x~)`` under ``corruption``) batch by batch, ``(b, d)``; call under
-    ``torch.inference_mode()`` in eval mode."""
+    ``torch.inference_mode()`` in eval mode.
+
+    Inputs that offer ``sorted_batches`` (texts: ``tfbound.io.text.TextInputs``) are encoded in
+    their own order (texts of similar length together, each batch padded to its longest) and the
+    features are yielded in the split's order, ``batch_size`` rows at a time."""
+    if corruption is None and callable(getattr(x, "sorted_batches", None)):
+        yield from _sorted_feature_batches(encoder, x, batch_size, path, task, progress)
+        return
     start = 0
     for batch in input_batches(x, batch_size, what=what, path=path, task=task, progress=progress):
         z = _encode_batch(encoder, batch, start, corruption).reshape(batch.shape[0], -1)
@@ -86,6 +94,33 @@ def feature_batches(
             raise DataError("the encoder produced NaN or Inf features", path=path)
         start += batch.shape[0]
         yield z
+
+
+def _sorted_feature_batches(
+    encoder: nn.Module,
+    x: Any,
+    batch_size: int,
+    path: Path | None,
+    task: str,
+    progress: ProgressFn | None,
+) -> Iterator[torch.Tensor]:
+    n = int(x.shape[0])
+    out: torch.Tensor | None = None
+    done = 0
+    for index, rows in x.sorted_batches(batch_size):
+        z = encoder(torch.from_numpy(rows))
+        z = z.reshape(z.shape[0], -1)
+        if not bool(torch.isfinite(z).all()):
+            raise DataError("the encoder produced NaN or Inf features", path=path)
+        if out is None:
+            out = torch.empty((n, z.shape[1]), dtype=z.dtype)
+        out[torch.from_numpy(np.asarray(index, dtype=np.int64))] = z
+        done += len(index)
+        if progress is not None:
+            progress(task, done, n)
+    assert out is not None
+    for start in range(0, n, batch_size):
+        yield out[start : start + batch_size]
 
 
 @torch.inference_mode()

@@ -249,7 +249,7 @@ def test_estimate_runs_a_linear_head_on_minilm_features(
     train = text.load_labeled(ArraySource(DATA / "sentiment_train.jsonl", "text", "label"))
     assert train.x.shape[0] == 48 and sorted(set(train.y.tolist())) == [-1.0, 1.0]
     with torch.no_grad():
-        z = encoder(torch.from_numpy(train.x)).to(torch.float64)
+        z = encoder(torch.from_numpy(np.asarray(train.x))).to(torch.float64)
     w, b = _fit_linear_head(z, torch.from_numpy(train.y))
     save_file(
         {"linear.weight": w.float()[None].contiguous(), "linear.bias": b.float().reshape(1)},

@@ -10,6 +10,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -223,3 +224,53 @@ def binary_labels(y_raw: np.ndarray, n: int, name: str, path: Path | None) -> np
             f"labels '{name}' must be binary in {{0, 1}} or {{-1, +1}}, found {shown}", path=path
         )
     return y
+
+
+def labels_with_positive(
+    values: Any, n: int, positive: str | int | None, name: str, path: Path | None
+) -> np.ndarray:
+    """Labels of ``n`` inputs in {-1, +1}: without ``positive``, numbers in {0, 1} or {-1, +1}
+    (:func:`binary_labels`; numeric strings are read as numbers); with it, ``+1`` where the value
+    equals ``positive`` (compared as text: ``1`` matches ``"1"``), ``-1`` for the one other value.
+    More than two values is a ``DataError`` (a binary head has two classes)."""
+    raw = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if raw.ndim != 1 or raw.shape[0] != n:
+        raise DataError(
+            f"labels '{name}' have shape {raw.shape[:4]}, inputs have {n} rows", path=path
+        )
+    if positive is None:
+        if raw.dtype.kind in LABEL_KINDS:
+            return binary_labels(raw, n, name, path)
+        try:
+            numbers = np.asarray([float(v) for v in raw.tolist()], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"labels '{name}' are not numbers; declare the positive class "
+                "(positive: VALUE) for string labels",
+                path=path,
+            ) from exc
+        return binary_labels(numbers, n, name, path)
+    text = np.asarray([_label_text(v) for v in raw.tolist()], dtype=object)
+    classes = sorted(set(text.tolist()))
+    want = _label_text(positive)
+    if len(classes) > 2:
+        shown = ", ".join(repr(c[:20]) for c in classes[:6])
+        raise DataError(
+            f"labels '{name}' have {len(classes)} classes ({shown}...); a binary head needs two",
+            path=path,
+        )
+    if want not in classes:
+        shown = ", ".join(repr(c[:20]) for c in classes)
+        raise DataError(
+            f"the positive class {want[:40]!r} is not among the labels '{name}' ({shown})",
+            path=path,
+        )
+    return np.where(text == want, 1.0, -1.0).astype(np.float64)
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,65 +1,225 @@
-"""Text data of a BERT encoder: texts from ``.npz``/``.jsonl`` files, tokenized into arrays.
+"""Text inputs of an encoder with a tokenizer: texts tokenized once, padded per batch.
 
-Text data files: ``.npz`` with a fixed-width unicode array (numpy dtype ``<U``, readable with
-``allow_pickle=False``) under the split's ``x`` key and numeric labels under ``y``; or ``.jsonl``,
-one JSON object per line with the text under ``x`` and the label under ``y`` (keys from the config,
-default ``x``/``y``).
+Texts come from any text source (``tfbound.io.sources``: ``.jsonl``, ``.npz`` with a ``<U``
+array, a ``.csv``/``.tsv``/``.parquet`` text column, a saved Hugging Face dataset). They are
+tokenized by the optional ``tokenizers`` package (``pip install 'tfbound[bert]'``) from a
+``tokenizer.json`` (``encoder.tokenizer``: the file or its folder; else the one beside the
+encoder's weights), truncated at the encoder's ``max_length`` (a counted warning) and kept as one
+flat ``int32`` array of token ids with offsets: memory grows with the number of tokens, never with
+``n x`` the longest text.
 
-Text is tokenized by the optional ``tokenizers`` package (``pip install 'tfbound[bert]'``) from a
-``tokenizer.json`` into a float array ``(n, 2, T)``: row 0 the token ids, row 1 the attention
-mask, the input of ``tfbound.models.bert.BertEncoder``. Ids are exact in float32 below ``2^24``.
+A batch is the float32 array ``(b, 2, T)`` the text encoders read: row 0 the token ids, row 1 the
+attention mask, padded to the longest text *of the batch*. :meth:`TextInputs.sorted_batches`
+orders a split by token length first, so a batch holds texts of similar length (little padding);
+``tfbound.features.feature_batches`` puts the features back in the split's order. The attention
+mask makes the padding irrelevant: the features equal those of any other padding. Ids are exact in
+float32 below ``2^24``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfbound.config import ArraySource, ModuleSpec
-from tfbound.errors import ConfigError, DataError, InputError
+from tfbound.config import MAX_SIZE, ArraySource, ModuleSpec
+from tfbound.errors import ConfigError, DataError, InputError, first_line
 from tfbound.io.datasets import LabeledArrays
+from tfbound.io.overlap import text_digest
 
 BERT_EXTRA_HINT = "pip install 'tfbound[bert]' (the 'tokenizers' package)"
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_MAX_LENGTH = 512  # when neither the config nor a config.json beside the weights says
+MAX_TOKENIZER_BYTES = 256 * 2**20
 _MAX_EXACT_ID = 2**24  # integers are exact in float32 below this
+_TOKENIZE_CHUNK = 1024  # texts per encode_batch call
+
+
+def tokenizer_path(spec: ModuleSpec) -> Path | None:
+    """The ``tokenizer.json`` of an encoder: ``tokenizer:`` (a file, or a folder holding one),
+    else the one beside the encoder's weights (in the weights folder, or the weights file's)."""
+    given = spec.options.get("tokenizer")
+    if given is not None:
+        path = Path(given)
+        return path / TOKENIZER_FILE if path.is_dir() else path
+    if spec.weights is None:
+        return None
+    folder = spec.weights if spec.weights.is_dir() else spec.weights.parent
+    found = folder / TOKENIZER_FILE
+    return found if found.is_file() else None
+
+
+def max_length_of(spec: ModuleSpec) -> int:
+    """``encoder.max_length``, else ``max_position_embeddings`` of a ``config.json`` beside the
+    weights, else 512."""
+    value = spec.options.get("max_length")
+    if value is None and spec.weights is not None:
+        folder = spec.weights if spec.weights.is_dir() else spec.weights.parent
+        value = _config_max_positions(folder / "config.json")
+    if value is None:
+        return DEFAULT_MAX_LENGTH
+    if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= MAX_SIZE:
+        raise ConfigError(f"'encoder.max_length' must be an integer >= 2, got {value!r}"[:200])
+    return value
+
+
+def _config_max_positions(path: Path) -> int | None:
+    if not path.is_file() or path.stat().st_size > 2**20:
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def load_tokenizer(path: Path, max_length: int) -> Any:
-    """A ``tokenizers.Tokenizer`` from ``tokenizer.json``: truncating at ``max_length``, no
-    padding (``encode_texts`` pads to the longest text of a split)."""
+    """A ``tokenizers.Tokenizer`` from ``tokenizer.json`` (JSON only: no code runs), truncating
+    at ``max_length``, without padding (batches are padded by :class:`TextInputs`)."""
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:
         raise InputError(
-            f"the BERT encoder needs the optional 'tokenizers' package: {BERT_EXTRA_HINT}"
+            f"text data needs the optional 'tokenizers' package: {BERT_EXTRA_HINT}"
         ) from exc
     if not path.is_file():
         raise InputError("tokenizer file not found", path=path)
+    if path.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise InputError(f"tokenizer file is over {MAX_TOKENIZER_BYTES} bytes", path=path)
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises its own exception type
-        raise InputError(f"not a readable tokenizer.json ({exc})", path=path) from exc
+        raise InputError(f"not a readable tokenizer.json ({first_line(exc)})", path=path) from exc
     tok.no_padding()
     tok.enable_truncation(max_length=max_length)
     return tok
 
 
+def _pad_id(tok: Any) -> int:
+    for token in ("[PAD]", "<pad>", "<|padding|>"):
+        found = tok.token_to_id(token)
+        if found is not None:
+            return int(found)
+    return 0
+
+
+class TextInputs:
+    """A split of texts as token ids: ``(n, 2, T)`` arrays read by slices, padded per slice.
+
+    ``shape[2]`` is the longest tokenized text of the split (what a whole-split padding would
+    use; only reported, never allocated). ``n_truncated`` texts were cut at ``max_length``."""
+
+    is_text = True
+    dtype = np.dtype(np.float32)
+    ndim = 3
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        offsets: np.ndarray,
+        digests: Sequence[bytes],
+        *,
+        pad_id: int = 0,
+        truncated: np.ndarray | None = None,
+        max_length: int = 0,
+    ) -> None:
+        self.ids = ids  # int32, every text's ids back to back
+        self.offsets = offsets  # int64 (n + 1,)
+        self.digests = list(digests)
+        self.pad_id = pad_id
+        self.max_length = max_length
+        self.lengths = np.diff(offsets)
+        n = len(self.lengths)
+        self.truncated = np.zeros(n, bool) if truncated is None else truncated  # per text
+        longest = int(self.lengths.max()) if n else 0
+        self.shape: tuple[int, ...] = (n, 2, max(longest, 1))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_truncated(self) -> int:
+        return int(self.truncated.sum())
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """The texts ``index`` (in that order) as ``(b, 2, T_b)``, ``T_b`` their longest."""
+        lengths = self.lengths[index]
+        t = max(int(lengths.max()) if lengths.size else 0, 1)
+        out = np.zeros((len(index), 2, t), dtype=np.float32)
+        out[:, 0, :] = self.pad_id
+        for row, i in enumerate(index):
+            a, b = self.offsets[i], self.offsets[i + 1]
+            out[row, 0, : b - a] = self.ids[a:b]
+            out[row, 1, : b - a] = 1.0
+        return out
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("TextInputs reads slices of rows")
+        return self.rows(np.arange(*key.indices(self.shape[0])))
+
+    def sorted_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(index, batch)`` pairs over the split ordered by token length (stable)."""
+        order = np.argsort(self.lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield index, self.rows(index)
+
+    def row_digests(self) -> list[bytes]:
+        """The digests of the normalised texts (``tfbound.io.overlap``)."""
+        return self.digests
+
+    def subset(self, keep: np.ndarray) -> TextInputs:
+        """The texts ``keep`` (indices, in order)."""
+        keep = np.asarray(keep, dtype=np.int64)
+        parts = [self.ids[self.offsets[i] : self.offsets[i + 1]] for i in keep]
+        ids = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        offsets = np.concatenate([[0], np.cumsum(self.lengths[keep])]).astype(np.int64)
+        return TextInputs(
+            ids.astype(np.int32),
+            offsets,
+            [self.digests[i] for i in keep],
+            pad_id=self.pad_id,
+            truncated=self.truncated[keep],
+            max_length=self.max_length,
+        )
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The whole split padded to its longest text (a convenience for small splits; the
+        pipeline never calls it)."""
+        out = self[0 : self.shape[0]]
+        return out if dtype is None else out.astype(dtype)
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], *, pad_id: int, max_length: int) -> TextInputs:
+    """Token ids of ``texts`` (tokenized ``_TOKENIZE_CHUNK`` at a time) and their digests."""
+    chunks: list[np.ndarray] = []
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    truncated = np.zeros(len(texts), dtype=bool)
+    digests = [text_digest(t) for t in texts]
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        chunk = list(texts[start : start + _TOKENIZE_CHUNK])
+        for j, enc in enumerate(tokenizer.encode_batch(chunk)):
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            if ids.size and int(ids.max()) >= _MAX_EXACT_ID:
+                raise InputError(f"token id {int(ids.max())} is not exact in float32")
+            truncated[start + j] = bool(enc.overflowing)
+            chunks.append(ids.astype(np.int32))
+            lengths[start + j] = ids.size
+    flat = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TextInputs(
+        flat, offsets, digests, pad_id=pad_id, truncated=truncated, max_length=max_length
+    )
+
+
 def encode_texts(tokenizer: Any, texts: Sequence[str], pad_id: int = 0) -> np.ndarray:
-    """``(n, 2, T)`` float32: token ids and attention masks, padded to the longest text."""
-    encodings = tokenizer.encode_batch(list(texts))
-    t = max((len(e.ids) for e in encodings), default=0)
-    out = np.zeros((len(encodings), 2, max(t, 1)), dtype=np.float32)
-    out[:, 0, :] = pad_id
-    for i, e in enumerate(encodings):
-        ids = np.asarray(e.ids, dtype=np.int64)
-        if ids.size and int(ids.max()) >= _MAX_EXACT_ID:
-            raise InputError(f"token id {int(ids.max())} is not exact in float32")
-        out[i, 0, : ids.size] = ids
-        out[i, 1, : ids.size] = np.asarray(e.attention_mask, dtype=np.float32)
-    return out
+    """``(n, 2, T)`` float32 of ``texts`` padded to their longest (small sets only: the pipeline
+    pads per batch, :class:`TextInputs`)."""
+    return np.asarray(tokenize(tokenizer, texts, pad_id=pad_id, max_length=0))
 
 
 def read_texts(source: ArraySource, labeled: bool) -> tuple[list[str], np.ndarray | None]:
@@ -69,45 +229,57 @@ def read_texts(source: ArraySource, labeled: bool) -> tuple[list[str], np.ndarra
         raise DataError("data file not found", path=path)
     labels: Any = None
     if path.suffix == ".npz":
+        from tfbound.io.datasets import _check_npz_member
+
         try:
+            for key in (source.x, *([source.y] if labeled and source.y else [])):
+                _check_npz_member(path, key)
             with np.load(path, allow_pickle=False) as npz:
                 for key in (source.x, *([source.y] if labeled and source.y else [])):
                     if key not in npz.files:
-                        raise DataError(
-                            f"no array '{key}' (has: {', '.join(npz.files)})", path=path
-                        )
+                        shown = ", ".join(npz.files[:20])
+                        raise DataError(f"no array '{key}' (has: {shown})", path=path)
                 x = npz[source.x]
                 if labeled and source.y:
                     labels = npz[source.y]
         except DataError:
             raise
-        except (ValueError, OSError) as exc:
-            raise DataError(f"cannot read text array '{source.x}': {exc}", path=path) from exc
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataError(
+                f"cannot read text array '{source.x}': {first_line(exc)}", path=path
+            ) from exc
         if x.dtype.kind != "U" or x.ndim != 1:
             raise DataError(
                 f"text array '{source.x}' must be 1-D fixed-width unicode (dtype <U), "
-                f"got {x.dtype} of shape {x.shape}",
+                f"got {x.dtype} of shape {x.shape[:4]}",
                 path=path,
             )
         texts = [str(s) for s in x]
     elif path.suffix == ".jsonl":
+        from tfbound.io.tables import check_file_size
+
+        check_file_size(path)
         texts, raw = [], []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    text = row[source.x]
-                    label = row[source.y] if labeled and source.y else None
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise DataError(
-                        f"line {lineno}: not a JSON object with {exc}", path=path
-                    ) from exc
-                if not isinstance(text, str):
-                    raise DataError(f"line {lineno}: '{source.x}' is not a string", path=path)
-                texts.append(text)
-                raw.append(label)
+        with path.open(encoding="utf-8", errors="strict") as fh:
+            try:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        text = row[source.x]
+                        label = row[source.y] if labeled and source.y else None
+                    except (ValueError, KeyError, TypeError) as exc:
+                        what = first_line(exc, 60)
+                        raise DataError(
+                            f"line {lineno}: not a JSON object with {what}", path=path
+                        ) from exc
+                    if not isinstance(text, str):
+                        raise DataError(f"line {lineno}: '{source.x}' is not a string", path=path)
+                    texts.append(text)
+                    raw.append(label)
+            except UnicodeDecodeError as exc:
+                raise DataError("not UTF-8 text", path=path) from exc
         labels = np.asarray(raw) if labeled else None
     else:
         raise DataError(
@@ -119,59 +291,60 @@ def read_texts(source: ArraySource, labeled: bool) -> tuple[list[str], np.ndarra
     return texts, labels
 
 
-def _binary_labels(raw: np.ndarray, n: int, source: ArraySource) -> np.ndarray:
-    try:
-        y = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"labels '{source.y}' are not numbers", path=source.path) from exc
-    if y.ndim != 1 or y.shape[0] != n or not np.isfinite(y).all():
-        raise DataError(
-            f"labels '{source.y}' must be {n} finite numbers, got shape {y.shape}",
-            path=source.path,
-        )
-    values = set(np.unique(y).tolist())
-    if values <= {0.0, 1.0}:
-        return 2.0 * y - 1.0
-    if values <= {-1.0, 1.0}:
-        return y
-    raise DataError(
-        f"labels '{source.y}' must be binary in {{0, 1}} or {{-1, +1}}, found {sorted(values)[:6]}",
-        path=source.path,
-    )
-
-
 class TextData:
-    """Loaders of the text splits of a BERT config: texts -> ``(n, 2, T)`` token arrays."""
+    """The tokenizer of an encoder and the loaders of its text splits."""
 
-    def __init__(self, tokenizer: Any, pad_id: int = 0) -> None:
+    def __init__(self, tokenizer: Any, pad_id: int = 0, max_length: int = 0) -> None:
         self.tokenizer = tokenizer
         self.pad_id = pad_id
+        self.max_length = max_length
 
     @classmethod
     def from_spec(cls, spec: ModuleSpec) -> TextData:
-        max_length = spec.options.get("max_length")
-        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
-            raise ConfigError(f"'encoder.max_length' must be an integer >= 2, got {max_length!r}")
-        path = spec.options.get("tokenizer")
-        assert isinstance(path, Path)
+        """The tokenizer of ``spec`` (``tokenizer:``, or found beside the weights)."""
+        max_length = max_length_of(spec)
+        path = tokenizer_path(spec)
+        if path is None:
+            raise ConfigError(
+                "text data needs a tokenizer: set 'encoder.tokenizer' (a tokenizer.json or its "
+                "folder) or put tokenizer.json beside the encoder's weights"
+            )
         tok = load_tokenizer(path, max_length)
-        pad = tok.token_to_id("[PAD]")
-        return cls(tok, 0 if pad is None else int(pad))
+        return cls(tok, _pad_id(tok), max_length)
+
+    def tokenize(self, texts: Sequence[str]) -> TextInputs:
+        return tokenize(self.tokenizer, texts, pad_id=self.pad_id, max_length=self.max_length)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``texts`` padded to their longest (small sets: tests, the API)."""
         return encode_texts(self.tokenizer, texts, self.pad_id)
 
-    def load_inputs(self, source: ArraySource) -> np.ndarray:
-        texts, _ = read_texts(source, labeled=False)
-        return self.encode(texts)
+    def load_inputs(self, source: ArraySource) -> TextInputs:
+        from tfbound.io.sources import read_source
+
+        raw = read_source(source, labeled=False)
+        if raw.texts is None:
+            raise DataError(f"'{source.x}' is not a text column", path=source.path)
+        return self.tokenize(raw.texts)
 
     def load_labeled(self, source: ArraySource) -> LabeledArrays:
-        if source.y is None:
-            raise DataError("a labeled split needs a label key 'y'", path=source.path)
-        texts, raw = read_texts(source, labeled=True)
-        assert raw is not None
-        y = _binary_labels(raw, len(texts), source)
-        return LabeledArrays(x=self.encode(texts), y=y, source=source)
+        from tfbound.io.sources import read_source
+
+        raw = read_source(source, labeled=True)
+        if raw.texts is None:
+            raise DataError(f"'{source.x}' is not a text column", path=source.path)
+        y = np.asarray(raw.labels, dtype=np.float64)
+        return LabeledArrays(x=self.tokenize(raw.texts), y=y, source=source)  # type: ignore[arg-type]
 
 
-__all__ = ["BERT_EXTRA_HINT", "TextData", "encode_texts", "load_tokenizer", "read_texts"]
+__all__ = [
+    "BERT_EXTRA_HINT",
+    "TextData",
+    "TextInputs",
+    "encode_texts",
+    "load_tokenizer",
+    "max_length_of",
+    "read_texts",
+    "tokenize",
+    "tokenizer_path",
+]

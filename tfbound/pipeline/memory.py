@@ -243,7 +243,7 @@ def prepare(
     d = probe_feature_dim(encoder, train_split.x, None)
     tf_head = head_of(head, d)
     linear = isinstance(tf_head, LinearHead)
-    pool_x = None if pool is None or not linear else inputs(pool, "pool")
+    pool_x = None if pool is None else inputs(pool, "pool")  # every head (disagreement)
     decoder = None if pre is None or pre.train is None else pre.decoder
     models = Models(encoder, tf_head, d, decoder, reference)
     pre_tr = None if pre is None else pre.train

@@ -28,11 +28,7 @@ from tfbound.bounds.decomposition import (
     TransferInput,
     decomposition_terms,
 )
-from tfbound.bounds.disagreement import (
-    check_pool_disjoint,
-    disagreement,
-    disagreement_from_scores,
-)
+from tfbound.bounds.disagreement import disagreement, disagreement_from_scores
 from tfbound.bounds.finetuned import demote_frozen
 from tfbound.bounds.heldout import heldout_terms, tightness_term
 from tfbound.bounds.margin import (
@@ -73,6 +69,7 @@ from tfbound.pipeline.stages import (
     Setup,
     Splits,
     build_models,
+    checked_pool,
     data_loaders,
     feature_pass,
     load_splits,
@@ -117,6 +114,7 @@ def estimate(
     progress: ProgressFn | None = None,
     transfer: TransferInput | None = None,
     capacity: str = "full",
+    drop_pool_overlap: bool = False,
 ) -> Report:
     """Load the models and data named in ``config`` and compute the itemised bound.
 
@@ -125,6 +123,8 @@ def estimate(
     ``capacity``: ``full`` (every capacity number), ``fast`` (no per-layer norm pass of a
     transformer: its per-head maxima and proxies are left out) or ``off`` (no capacity numbers;
     the certificates on the head do not need them).
+    ``drop_pool_overlap``: drop the pool examples found in another split (counted in the
+    report's ``data.downstream_unlabeled`` and a warning) instead of refusing the pool.
     The caller's grad mode and the modules' state are left as they were.
     """
     check_capacity_mode(capacity)
@@ -137,11 +137,11 @@ def estimate(
         splits = load_splits(
             cfg,
             train,
-            need_pool=isinstance(models.head, LinearHead),
+            need_pool=True,  # every head: the disagreement route takes any head
             need_pretrain=models.decoder is not None,
         )
         return estimate_prepared(
-            setup_of(cfg),
+            setup_of(cfg, drop_pool_overlap=drop_pool_overlap),
             models,
             splits,
             config_record(cfg),
@@ -222,6 +222,8 @@ def _estimate(
     linear = isinstance(models.head, LinearHead)
     budget = budget_of(cfg, pool=cfg.pool is not None, linear_head=linear)
     out = _Collected()
+    splits = checked_pool(splits, cfg)  # every head: the disagreement route takes any head
+    out.warnings += splits.warnings
 
     # Stage 3: the passes.
     head_chain = _head_chain(models.head)
@@ -430,11 +432,6 @@ def _section10(
         out.spent |= {"pac_bayes"}
     if splits.pool is None or cfg.pool is None:
         return pac
-    others = [np.asarray(splits.train.x)]
-    if splits.test is not None:
-        others.append(np.asarray(splits.test.x))
-    others += [np.asarray(x) for x in (splits.pretrain_train, splits.pretrain_val) if x is not None]
-    check_pool_disjoint(np.asarray(splits.pool), *others)
     pool_pass = feature_pass(
         models,
         splits.pool,
@@ -640,6 +637,8 @@ def _report(
             "positives": int(np.sum(test.y > 0)),
             **record.data.get("downstream_test", {}),
         }
+    if splits.pool_record is not None:
+        data["downstream_unlabeled"] = dict(splits.pool_record)
     pre_train, pre_val = pretext
     if pre_train is not None and models.decoder is not None:
         pre: dict[str, Any] = {

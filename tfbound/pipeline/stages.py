@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from tfbound.config import ArraySource, BoundSpec, Config, ModuleSpec, PretextSp
 from tfbound.errors import DataError, first_line
 from tfbound.features import ProgressFn, feature_batches, input_batches
 from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
+from tfbound.io.overlap import pool_overlap
 from tfbound.models.build import build_module, feature_dim_of, load_head
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.pretext import PretextTask, pretext_losses, pretext_task
@@ -49,6 +51,10 @@ class Splits:
     pool: np.ndarray | None
     pretrain_train: np.ndarray | None
     pretrain_val: np.ndarray | None
+    #: what reading the splits found to say (truncated texts, pool rows dropped)
+    warnings: tuple[str, ...] = ()
+    #: ``data.downstream_unlabeled`` of the report, when ``--drop-pool-overlap`` was given
+    pool_record: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,11 @@ class Setup:
     pretrain_train: Where | None = None
     pretrain_val: Where | None = None
     reference_name: str | None = None
+    #: drop the pool rows found in another split (``--drop-pool-overlap``) instead of refusing
+    drop_pool_overlap: bool = False
 
 
-def setup_of(cfg: Config) -> Setup:
+def setup_of(cfg: Config, *, drop_pool_overlap: bool = False) -> Setup:
     """The configuration's setup: its files name the splits."""
     d = cfg.data
 
@@ -96,6 +104,7 @@ def setup_of(cfg: Config) -> Setup:
         pretrain_train=where(d.pretrain_train),
         pretrain_val=where(d.pretrain_val),
         reference_name=None if cfg.encoder.reference is None else str(cfg.encoder.reference),
+        drop_pool_overlap=drop_pool_overlap,
     )
 
 
@@ -116,21 +125,31 @@ class PretextPass:
     output_dim: int
 
 
+def data_reader(cfg: Config) -> Any:
+    """The ``tfbound.io.sources.DataReader`` of a configuration: every data format, texts
+    tokenized by the encoder's tokenizer (``encoder.tokenizer``, or the one beside its weights),
+    loaded on the first text split."""
+    from tfbound.io.sources import DataReader
+
+    def text() -> Any:
+        from tfbound.io.text import TextData
+
+        return TextData.from_spec(cfg.encoder)
+
+    # this module's numeric readers, looked up when called
+    return DataReader(text, labeled=lambda s: load_labeled(s), inputs=lambda s: load_inputs(s))
+
+
 def data_loaders(
     cfg: Config,
 ) -> tuple[Callable[[ArraySource], LabeledArrays], Callable[[ArraySource], np.ndarray]]:
-    """Labeled and unlabeled loaders: numeric arrays, or texts tokenized for a BERT encoder.
+    """Labeled and unlabeled loaders of every data format (``tfbound.io.sources``): numeric
+    arrays, tables, saved datasets, image folders, and texts tokenized for the encoder.
 
     A labeled split of fewer than 2 examples is a ``DataError`` whichever loader reads it: no
     bound is computed from it."""
-    load_lab, load_in = load_labeled, load_inputs
-    if cfg.encoder.arch == "bert" or (
-        cfg.encoder.arch == "hf" and cfg.encoder.options.get("tokenizer") is not None
-    ):
-        from tfbound.io.text import TextData
-
-        text = TextData.from_spec(cfg.encoder)
-        load_lab, load_in = text.load_labeled, text.load_inputs
+    reader = data_reader(cfg)
+    load_lab, load_in = reader.load_labeled, reader.load_inputs
 
     def checked(source: ArraySource) -> LabeledArrays:
         split = load_lab(source)
@@ -205,7 +224,7 @@ def probe_feature_dim(encoder: nn.Module, x: np.ndarray, path: Path | None) -> i
 def load_splits(
     cfg: Config, train: LabeledArrays, *, need_pool: bool, need_pretrain: bool
 ) -> Splits:
-    """The test split, the pool and the pre-training inputs, each read once."""
+    """The test split, the pool and the pre-training inputs, each read once (any format)."""
     load_lab, load_in = data_loaders(cfg)
     d = cfg.data
     test = load_lab(d.downstream_test) if d.downstream_test else None
@@ -214,9 +233,84 @@ def load_splits(
         pool = load_in(d.downstream_unlabeled)
     pre_tr = pre_va = None
     if need_pretrain or pool is not None:
-        pre_tr = None if d.pretrain_train is None else load_inputs(d.pretrain_train)
-        pre_va = None if d.pretrain_val is None else load_inputs(d.pretrain_val)
-    return Splits(train, test, pool, pre_tr, pre_va)
+        pre_tr = None if d.pretrain_train is None else load_in(d.pretrain_train)
+        pre_va = None if d.pretrain_val is None else load_in(d.pretrain_val)
+    warnings = []
+    named: list[tuple[str, Any]] = [("downstream_train", train.x)]
+    if test is not None:
+        named.append(("downstream_test", test.x))
+    if pool is not None:
+        named.append(("downstream_unlabeled", pool))
+    for name, x in named:
+        cut = getattr(x, "n_truncated", 0)
+        if cut:
+            warnings.append(
+                f"{cut} of {x.shape[0]} texts of {name} were truncated to the encoder's "
+                f"max_length of {x.max_length} tokens"
+            )
+    return Splits(train, test, pool, pre_tr, pre_va, warnings=tuple(warnings))
+
+
+def checked_pool(splits: Splits, setup: Setup) -> Splits:
+    """The pool after the disjointness check (bound-spec 10.3): a pool example equal to an
+    example of the labeled, test or pre-training split (texts after normalisation, numeric rows
+    and images after their transform by value) is a ``DataError`` naming the split, or, with
+    ``setup.drop_pool_overlap``, dropped: the splits then carry the count (``pool_record``) and a
+    warning."""
+    pool = splits.pool
+    if pool is None or setup.pool is None:
+        return splits
+    others: list[tuple[str, Any]] = [(_named("the labeled split", setup.train), splits.train.x)]
+    if splits.test is not None:
+        others.append((_named("the test split", setup.test), splits.test.x))
+    for label, x, where in (
+        ("the pre-training split", splits.pretrain_train, setup.pretrain_train),
+        ("the pre-training held-out split", splits.pretrain_val, setup.pretrain_val),
+    ):
+        if x is not None:
+            others.append((_named(label, where), x))
+    overlap = pool_overlap(pool, others)
+    m = int(pool.shape[0])
+    if overlap.count and not setup.drop_pool_overlap:
+        name, count, (i, r) = overlap.per_split[0]
+        raise DataError(
+            f"the unlabeled pool shares {count} example(s) with {name} (first: pool row {i} "
+            f"equals its row {r}); the pool must be disjoint from the labeled, test and "
+            "pre-training data: remove them, or pass --drop-pool-overlap to drop them",
+            path=setup.pool.path,
+        )
+    if not setup.drop_pool_overlap:
+        return splits
+    if overlap.count == m:
+        raise DataError(
+            f"every one of the {m} pool examples is in another split: no pool is left",
+            path=setup.pool.path,
+        )
+    warnings = list(splits.warnings)
+    if overlap.count:
+        keep = np.setdiff1d(np.arange(m), np.asarray(overlap.pool_rows, dtype=np.int64))
+        pool = _subset(pool, keep)
+        shown = "; ".join(f"{c} with {name}" for name, c, _ in overlap.per_split)
+        warnings.append(
+            f"--drop-pool-overlap: dropped {overlap.count} of the {m} pool examples found in "
+            f"another split ({shown}); the disagreement certificate uses the other "
+            f"{m - overlap.count}"
+        )
+    record = {"m_pool": int(pool.shape[0]), "dropped_overlap": overlap.count}
+    return replace(splits, pool=pool, warnings=tuple(warnings), pool_record=record)
+
+
+def _named(label: str, where: Where | None) -> str:
+    return label if where is None else f"{label} ('{where.name[:60]}')"
+
+
+def _subset(x: Any, keep: np.ndarray) -> Any:
+    subset = getattr(x, "subset", None)
+    if callable(subset):
+        return subset(keep)
+    if hasattr(x, "dataset") and hasattr(x, "row"):  # DatasetInputs of the in-memory route
+        return np.stack([x.row(int(i)) for i in keep])
+    return np.asarray(x)[keep]
 
 
 @torch.inference_mode()
