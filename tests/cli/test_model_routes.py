@@ -223,6 +223,9 @@ def test_user_saved_head_route(tmp_path: Path, saved: str) -> None:
     code, _, err = run_cli("estimate", str(config), "-q", "--n-draws", "200", "--json", str(report))
     assert code == 0, err
     data = json.loads(report.read_text())
+    two = outs == 2  # the report says how a 2-logit head was certified
+    assert (data["model"]["head"].get("form") == "two_logit_difference") == two
+    assert any("2 logits" in w for w in data["warnings"]) == two
     test = data_loaders(cfg)[0](cfg.data.downstream_test)  # the user's head run directly
     zt = torch.from_numpy(encode(build_module(cfg.encoder), test.x)).float()
     with torch.no_grad():

@@ -242,7 +242,6 @@ def prepare(
     test_split = None if test is None else labeled(test, "test")
     d = probe_feature_dim(encoder, train_split.x, None)
     tf_head = head_of(head, d)
-    linear = isinstance(tf_head, LinearHead)
     pool_x = None if pool is None else inputs(pool, "pool")  # every head (disagreement)
     decoder = None if pre is None or pre.train is None else pre.decoder
     models = Models(encoder, tf_head, d, decoder, reference)

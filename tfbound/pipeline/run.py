@@ -223,6 +223,7 @@ def _estimate(
     budget = budget_of(cfg, pool=cfg.pool is not None, linear_head=linear)
     out = _Collected()
     splits = checked_pool(splits, cfg)  # every head: the disagreement route takes any head
+    out.warnings += list(models.notes)  # e.g. a 2-logit head certified through w1 - w0
     out.warnings += splits.warnings
 
     # Stage 3: the passes.
@@ -621,6 +622,13 @@ def _report(
             **record.head,
             "parameters": param_count(models.head),
             "head_norm": head_norm,
+            # how the head was read (a 2-logit head's difference) and fitted (tfbound fit-head);
+            # a plain 1-logit head adds nothing
+            **{
+                k: v
+                for k, v in models.head_details.items()
+                if not (k == "output_logits" and v == 1)
+            },
         },
     }
     data: dict[str, Any] = {
