@@ -479,10 +479,13 @@ def estimate(
     )
 
 
-def _fit_and_say(cfg: Any, lam: float | None, out: Path | None, force: bool) -> None:
+def _fit_and_say(
+    cfg: Any, lam: float | None, out: Path | None, force: bool, holdout: bool = False
+) -> None:
     from tfbound.headfit import DEFAULT_LAM, fit_head
 
-    fit = fit_head(cfg, lam=DEFAULT_LAM if lam is None else lam, out=out, force=force)
+    lam = DEFAULT_LAM if lam is None else lam
+    fit = fit_head(cfg, lam=lam, out=out, force=force, holdout=holdout)
     _stderr().print(
         f"wrote {fit.head} and {fit.record.name} (lam {fit.lam:g}, fixed before the labels were "
         f"seen; n {fit.n}, train accuracy {fit.train_accuracy:.4f})",
@@ -512,12 +515,20 @@ def fit_head_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a head file tfbound fit-head did not write.")
     ] = False,
+    holdout: Annotated[
+        bool,
+        typer.Option(
+            "--holdout",
+            help="Fit on S1 only (the config's seeded split): estimate then certifies the head "
+            "on S2 like a test set (holdout_bound, usually the tightest certificate).",
+        ),
+    ] = False,
 ) -> None:
     """Fit the L2 logistic head on CONFIG's frozen downstream_train features (float64 LBFGS)
     and write it with a provenance record (same stem, .json)."""
     from tfbound.config import load_config
 
-    _fit_and_say(load_config(config), lam, out, force)
+    _fit_and_say(load_config(config), lam, out, force, holdout)
 
 
 @app.command("init")

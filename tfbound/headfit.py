@@ -39,6 +39,11 @@ def _digest(path: Path) -> str:
     return sha256_file(path) or ""
 
 
+def data_digest(path: Path) -> str | None:
+    """The sha256 of a data file (None for a folder: a saved dataset or an image folder)."""
+    return _digest(path) if path.is_file() else None
+
+
 def weights_digest(spec: ModuleSpec) -> str | None:
     """The sha256 of a module's weights: of its one file, or of the files' digests in order (a
     folder or a sharded checkpoint); None without weights."""
@@ -103,9 +108,12 @@ def fit_head(
     lam: float = DEFAULT_LAM,
     out: Path | None = None,
     force: bool = False,
+    holdout: bool = False,
 ) -> FitResult:
     """Fit the L2 logistic head of ``cfg`` on its frozen encoder's ``downstream_train`` features
-    and write it (``out``, default the config's ``head.weights``) with its record."""
+    and write it (``out``, default the config's ``head.weights``) with its record. With
+    ``holdout`` the head is fitted on ``S1`` only (the config's seeded split, bound-spec 10.1):
+    ``estimate`` then certifies it on ``S2`` (``holdout_bound``)."""
     import numpy as np
     import torch
     from safetensors.torch import save
@@ -136,7 +144,20 @@ def fit_head(
     d = probe_feature_dim(encoder, train.x, cfg.data.downstream_train.path)
     z = encode(encoder, train.x, cfg.bound.batch_size)
     y01 = torch.from_numpy((train.y > 0).astype(np.float64))
-    head = fit_linear_head(torch.from_numpy(z), y01, lam)
+    split: dict[str, Any] = {"fitted_on": "S"}
+    rows = np.arange(z.shape[0])
+    if holdout:
+        from tfbound.bounds.split import split_indices
+
+        b = cfg.bound
+        rows, _ = split_indices(z.shape[0], b.split_seed, b.n1_fraction)
+        split = {
+            "fitted_on": "S1",
+            "split_seed": b.split_seed,
+            "n1_fraction": b.n1_fraction,
+            "n1": int(rows.shape[0]),
+        }
+    head = fit_linear_head(torch.from_numpy(z[rows]), y01[rows], lam)
     with torch.inference_mode():
         scores = head(torch.from_numpy(z).to(torch.float32)).to(torch.float64).numpy()
     accuracy = float(np.mean((scores > 0) == (train.y > 0)))
@@ -158,8 +179,9 @@ def fit_head(
         "train_accuracy": accuracy,
         "encoder_arch": cfg.encoder.arch,
         "encoder_sha256": weights_digest(cfg.encoder),
-        "data_sha256": _digest(data) if data.is_file() else None,
+        "data_sha256": data_digest(data),
         "config": str(cfg.path),
+        **split,
     }
     rec = record_path(target)
     write_text_atomic(rec, json.dumps(record, indent=1) + "\n")

@@ -38,6 +38,7 @@ class TermKey(StrEnum):
     PAC_BAYES_GIBBS = "pac_bayes_gibbs_bound"
     DISAGREEMENT = "disagreement_bound"
     PAC_BAYES_POOL = "pac_bayes_pool_bound"
+    HOLDOUT = "holdout_bound"
     FINETUNED = "finetuned_test_error_bound"
     # section 2 components
     DOWNSTREAM_EMPIRICAL_RISK = "downstream_empirical_risk"
@@ -108,6 +109,7 @@ DETERMINISTIC_CERTIFICATES: tuple[TermKey, ...] = (
     TermKey.PAC_BAYES_DETERMINISTIC,
     TermKey.DISAGREEMENT,
     TermKey.PAC_BAYES_POOL,
+    TermKey.HOLDOUT,
     TermKey.FINETUNED,
 )
 
@@ -120,6 +122,7 @@ HEADLINE_SHARES: tuple[str, ...] = (
     "pac_bayes_pool",  # delta_c, the pool's disagreement in pac_bayes_pool_bound
     "disagreement_prior",  # delta_a, spec 10.3
     "disagreement_pool",  # delta_b, spec 10.3
+    "holdout",  # delta_h, a head fitted on S1 only certified on S2 (tfbound fit-head --holdout)
 )
 #: The statements beside the headline, each with its own failure probability: the test-set
 #: bound (``bound.delta_test``), the pretext interval and certificate (``bound.delta_pretext``).

@@ -10,6 +10,23 @@ CP_SOURCE = (
 )
 
 
+def holdout_term(errors: int, n2: int, delta_h: float, confidence: float, fit: str) -> Term:
+    """``holdout_bound``: a head fitted on ``S1`` only, certified on ``S2`` (a test set for it)."""
+    upper = clopper_pearson_upper(errors, n2, delta_h)
+    return Term(
+        key="holdout_bound",
+        value=upper,
+        status=Status.CERTIFIED,
+        quantity="downstream_test_error",
+        formula="holdout_bound = CP_upper(errors of the head on S2; n2, delta_h) = "
+        f"CP_upper({errors}/{n2}) = {upper:.6g} at delta_h={delta_h:g}: the head was fitted on "
+        f"S1 only ({fit}), so S2 is a test set for it (the split of bound-spec 10.1)",
+        source=CP_SOURCE,
+        confidence=confidence,
+        details={"errors": errors, "n2": n2, "delta_h": delta_h},
+    )
+
+
 def heldout_terms(errors: int, m_test: int, delta_test: float) -> list[Term]:
     """``observed_test_error`` and ``test_set_bound`` for one head independent of the test pairs."""
     upper = clopper_pearson_upper(errors, m_test, delta_test)

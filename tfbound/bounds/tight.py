@@ -103,12 +103,17 @@ def disagreement_term(res: DisagreementResult, confidence: float) -> Term:
 
 
 def best_certificate(
-    candidates: Sequence[Term], delta_total: float, shares: dict[str, float]
+    candidates: Sequence[Term],
+    delta_total: float,
+    shares: dict[str, float],
+    encoder_candidates: int = 1,
 ) -> Term:
     """``best_certified_test_error_bound``: the minimum over the deterministic certificates.
 
     It holds jointly with every certificate computed, with probability at least
-    ``1 - delta_total`` (the sum of the shares fixed in the configuration, listed in ``details``).
+    ``1 - delta_total`` (the sum of the shares fixed in the configuration, listed in ``details``;
+    each certificate about an encoder chosen among ``J = encoder_candidates`` was computed at
+    its share divided by ``J``, a union bound over the candidates).
     """
     pool = [t for t in candidates if t.key in DETERMINISTIC_CERTIFICATES and t.value is not None]
     if not pool:
@@ -130,6 +135,14 @@ def best_certificate(
             "candidates": {t.key: t.value for t in pool},
             "delta": delta_total,
             "delta_shares": shares,
+            **(
+                {
+                    "encoder_candidates": encoder_candidates,
+                    "computed_at": {k: v / encoder_candidates for k, v in shares.items()},
+                }
+                if encoder_candidates > 1
+                else {}
+            ),
         },
     )
 

@@ -30,7 +30,7 @@ from tfbound.bounds.decomposition import (
 )
 from tfbound.bounds.disagreement import disagreement, disagreement_from_scores
 from tfbound.bounds.finetuned import demote_frozen
-from tfbound.bounds.heldout import heldout_terms, tightness_term
+from tfbound.bounds.heldout import heldout_terms, holdout_term, tightness_term
 from tfbound.bounds.margin import (
     capacity_ratio_terms,
     certified_bound,
@@ -72,6 +72,7 @@ from tfbound.pipeline.stages import (
     checked_pool,
     data_loaders,
     feature_pass,
+    holdout_split,
     load_splits,
     param_count,
     phase,
@@ -167,7 +168,11 @@ def config_record(cfg: Config) -> Record:
 
 
 def budget_of(
-    cfg: Config | Setup | BoundSpec, *, pool: bool = False, linear_head: bool = True
+    cfg: Config | Setup | BoundSpec,
+    *,
+    pool: bool = False,
+    linear_head: bool = True,
+    holdout: bool = False,
 ) -> DeltaBudget:
     """The delta budget of a configuration (or of a setup's bound constants): ``delta`` split
     among the certificates on the head by ``bound.delta_shares`` or, when None, by the rule of
@@ -175,7 +180,7 @@ def budget_of(
     statements at their own levels."""
     b = cfg if isinstance(cfg, BoundSpec) else cfg.bound
     if b.delta_shares is None:
-        fractions = headline_fractions(pool=pool, linear_head=linear_head)
+        fractions = headline_fractions(pool=pool, linear_head=linear_head, holdout=holdout)
     else:
         fractions = dict(b.delta_shares)
         missing = [k for k in ("finetune", "monte_carlo") if k not in fractions]
@@ -220,7 +225,10 @@ def _estimate(
 ) -> Report:
     b = cfg.bound
     linear = isinstance(models.head, LinearHead)
-    budget = budget_of(cfg, pool=cfg.pool is not None, linear_head=linear)
+    holdout = holdout_split(models)
+    budget = budget_of(
+        cfg, pool=cfg.pool is not None, linear_head=linear, holdout=holdout is not None
+    )
     out = _Collected()
     splits = checked_pool(splits, cfg)  # every head: the disagreement route takes any head
     out.warnings += list(models.notes)  # e.g. a 2-logit head certified through w1 - w0
@@ -258,6 +266,19 @@ def _estimate(
     )
     with phase(progress, "PAC-Bayes and disagreement certificates"):
         pac = _section10(models, train_pass, splits, budget, cfg, progress, out)
+    if holdout is not None and budget.has("holdout"):
+        _, idx2 = split_indices(n, *holdout)
+        errors = int(np.sum(train.y[idx2] * train_pass.scores[idx2] <= 0))
+        out.bounds.append(
+            holdout_term(
+                errors,
+                int(idx2.shape[0]),
+                budget.per_candidate("holdout"),
+                budget.confidence("holdout"),
+                "tfbound fit-head --holdout, checked against its record",
+            )
+        )
+        out.spent |= {"holdout"}
     _heldout(models, splits, pac, budget, cfg, progress, out)
     pretext_train, pretext_val = _pretext(models, splits, cfg, budget, progress, out)
 
@@ -592,7 +613,7 @@ def _best(
     if not any(t.key in DETERMINISTIC_CERTIFICATES for t in bounds):
         return
     shares = budget.spent(spent)
-    best = best_certificate(bounds, sum(shares.values()), shares)
+    best = best_certificate(bounds, sum(shares.values()), shares, budget.encoder_candidates)
     bounds.insert(0, best)
     if splits.test is not None:
         tsb = next(t for t in terms if t.key == TermKey.TEST_SET_BOUND).value or 0.0

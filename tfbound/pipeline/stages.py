@@ -172,7 +172,14 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
     loaded = load_head(cfg.head, d)
     head_details = dict(loaded.details)
     fit = fit_record_of(cfg.head)
+    notes = list(loaded.notes)
     if fit is not None:
+        if fit.get("fitted_on") == "S1" and not _holdout_matches(fit, cfg, train):
+            fit = {**fit, "fitted_on": "S1 of another split or data (not certified on S2)"}
+            notes.append(
+                "the head's fit-head record says it was fitted on S1 of another split or data "
+                "set: no hold-out certificate"
+            )
         head_details["fit"] = fit
     decoder = None
     if cfg.pretext is not None and cfg.decoder is not None and cfg.data.pretrain_train is not None:
@@ -183,7 +190,30 @@ def build_models(cfg: Config, train: LabeledArrays) -> Models:
             replace(cfg.encoder, weights=cfg.encoder.reference, reference=None)
         )
     return Models(
-        encoder, loaded.head, d, decoder, reference, head_details, _model_notes(cfg, loaded.notes)
+        encoder, loaded.head, d, decoder, reference, head_details, _model_notes(cfg, tuple(notes))
+    )
+
+
+def holdout_split(models: Models) -> tuple[int, float] | None:
+    """``(split_seed, n1_fraction)`` when the head was fitted on ``S1`` only of this very
+    configuration's split and data (a checked ``tfbound fit-head --holdout`` record), else None."""
+    fit = models.head_details.get("fit")
+    if not isinstance(fit, Mapping) or fit.get("fitted_on") != "S1":
+        return None
+    return int(fit["split_seed"]), float(fit["n1_fraction"])
+
+
+def _holdout_matches(fit: Mapping[str, Any], cfg: Config, train: LabeledArrays) -> bool:
+    """The record's split and data are this configuration's: same seed, fraction, n and digest."""
+    from tfbound.headfit import data_digest
+
+    b = cfg.bound
+    return (
+        fit.get("split_seed") == b.split_seed
+        and fit.get("n1_fraction") == b.n1_fraction
+        and fit.get("n") == int(train.y.shape[0])
+        and fit.get("data_sha256") is not None
+        and fit.get("data_sha256") == data_digest(cfg.data.downstream_train.path)
     )
 
 

@@ -96,6 +96,7 @@ def ordered_terms(report: dict[str, Any]) -> list[dict[str, Any]]:
 #: Reading order of the certificates: the best first, then each route, then the Gibbs bound.
 CERTIFICATE_ORDER = (
     TermKey.BEST,
+    TermKey.HOLDOUT,
     TermKey.DISAGREEMENT,
     TermKey.PAC_BAYES_POOL,
     TermKey.PAC_BAYES_DETERMINISTIC,
