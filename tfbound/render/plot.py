@@ -46,6 +46,8 @@ SHORT_NAMES: dict[str, str] = {
     TermKey.CERTIFIED: "margin (RIRC)",
     TermKey.PAC_BAYES_DETERMINISTIC: "PAC-Bayes",
     TermKey.DISAGREEMENT: "disagreement",
+    TermKey.PAC_BAYES_POOL: "PAC-Bayes + pool",
+    TermKey.HOLDOUT: "hold-out",
     TermKey.FINETUNED: "fine-tuned route",
     TermKey.TEST_SET_BOUND: "test-set bound",
     TermKey.OBSERVED_TEST_ERROR: "observed",
