@@ -781,6 +781,33 @@ def compare(
 
 @app.command()
 @handle_errors
+def plan(
+    report: Annotated[Path, typer.Argument(help="A JSON report of estimate.", show_default=False)],
+    target: Annotated[
+        float | None,
+        typer.Option(
+            help="A certificate value to reach: the sizes at which each certificate gets there.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the plan as JSON to this file.")
+    ] = None,
+    markdown_path: MarkdownOpt = None,
+) -> None:
+    """Project each certificate of REPORT to other labeled and pool sizes, with the rates the
+    report observed held fixed (estimated: a projection, not a bound)."""
+    from tfbound.compare import read_report
+    from tfbound.plan import plan as make_plan
+    from tfbound.render.plan_render import plan_markdown, plan_table
+
+    data = make_plan(read_report(report), target=target).to_dict()
+    finish(data, fmt, json_path, markdown_path, plan_table, plan_markdown)
+
+
+@app.command()
+@handle_errors
 def plot(
     reports: Annotated[
         list[Path], typer.Argument(help="One or more JSON reports.", show_default=False)

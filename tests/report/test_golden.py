@@ -22,11 +22,13 @@ from tests.helpers import REPO_ROOT
 from tfbound.compare import compare_reports
 from tfbound.gates import evaluate_gates, parse_gates
 from tfbound.inspect import inspect_checkpoint
+from tfbound.plan import plan
 from tfbound.render.compare_render import compare_markdown, compare_table
 from tfbound.render.gates_render import gates_markdown, gates_table
 from tfbound.render.inspect_render import inspect_markdown, inspect_report
 from tfbound.render.layout import render_text
 from tfbound.render.markdown import report_markdown
+from tfbound.render.plan_render import plan_markdown, plan_table
 from tfbound.render.table import report_table
 from tfbound.render.transfer_render import transfer_markdown, transfer_table
 from tfbound.report import Report, to_json
@@ -174,6 +176,7 @@ TABLES: dict[str, Callable[[], object]] = {
     "compare": lambda: compare_table(_compare()),
     "compare_all": lambda: compare_table(_compare(), show_all=True),
     "transfer": lambda: transfer_table(_load("transfer")),
+    "plan": lambda: plan_table(plan(_load("ce_mlp"), target=0.3).to_dict()),
 }
 MARKDOWN: dict[str, Callable[[], str]] = {
     "report.md": lambda: report_markdown(sample_report().to_dict()),
@@ -183,6 +186,7 @@ MARKDOWN: dict[str, Callable[[], str]] = {
     "gates.md": lambda: gates_markdown(_gates()),
     "compare.md": lambda: compare_markdown(_compare()),
     "transfer.md": lambda: transfer_markdown(_load("transfer")),
+    "plan.md": lambda: plan_markdown(plan(_load("ce_mlp"), target=0.3).to_dict()),
 }
 
 
