@@ -133,6 +133,10 @@ def certify(
     from torch import nn
 
     w64 = np.asarray(w, dtype=np.float64).reshape(-1)
+    b_array = np.asarray(b, dtype=np.float64)
+    if b_array.size != 1:
+        raise UsageError(f"certify needs one bias b (a number), got {b_array.size} values")
+    b = float(b_array.reshape(-1)[0])
     head = nn.Linear(int(w64.shape[0]), 1)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(w64.reshape(1, -1)))

@@ -73,6 +73,11 @@ def handle_errors(fn: F) -> F:
             line = " ".join(str(exc).split())  # one line, whatever the message held
             _stderr().print(f"[red]error:[/red] {escape(line)}", markup=True, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except RecursionError:  # an input nested too deeply for a recursive reader
+            if _state["debug"]:
+                _print_traceback()
+            _stderr().print("[red]error:[/red] an input is nested too deeply", markup=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except MemoryError:  # an input too large for this machine: one line, bad input
             if _state["debug"]:
                 _print_traceback()
@@ -428,6 +433,8 @@ def estimate(
     from tfbound.render.markdown import report_markdown
     from tfbound.render.table import report_table
 
+    if delta is not None and not 0.0 < delta < 1.0:
+        raise UsageError(f"--delta must lie in (0, 1), got {delta:g}")
     cfg = load_config(config)
     gating = gate or gates_file is not None
     if not gating and (baseline is not None or junit is not None):

@@ -88,7 +88,7 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     # "auto" reads num_attention_heads from a config.json beside the weights.
     ("encoder", "bert"): {
         "tokenizer": None,
-        "max_length": 128,
+        "max_length": "auto",  # the model's max_position_embeddings (tfbound.io.text)
         "normalize": True,
         "pooling": "mean",
         "heads": "auto",
@@ -102,7 +102,7 @@ _ARCH_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
         "normalize": False,
         "layer": "last",
         "tokenizer": "auto",
-        "max_length": 128,
+        "max_length": "auto",  # the model's max_position_embeddings (tfbound.io.text)
     },
     ("head", "linear"): {},
     ("head", "mlp"): {"activation": "relu"},
@@ -492,6 +492,8 @@ def _check_option(role: str, arch: str, key: str, value: Any, path: Path) -> Non
     kind = "size" if key == "heads" and arch == "vit" else _OPTION_TYPES.get(key)
     if key == "heads" and arch == "bert":
         kind = "size" if value != "auto" else "str"
+    if key == "max_length" and value == "auto":  # the model's max_position_embeddings
+        kind = "str"
     where = f"'{role}.{key}' ({arch})"
     if kind == "size":
         ok = _is_size(value)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tfbound.errors import DataError
+from tfbound.errors import DataError, first_line
 from tfbound.pretext import ContextEncoderTask, PretextTask
 
 #: ``progress(task, done, total)`` is called after every batch.
@@ -53,11 +53,30 @@ class Corruption:
     keep: torch.Tensor | None = None
 
 
+def _forward(encoder: nn.Module, batch: torch.Tensor, path: Path | None) -> torch.Tensor:
+    """``encoder(batch)``; an input the encoder cannot take (a shape or channel mismatch, raised
+    inside the model) is a one-line ``DataError`` naming the input's shape."""
+    try:
+        out: torch.Tensor = encoder(batch)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        shape = "x".join(str(s) for s in batch.shape[1:])
+        raise DataError(
+            f"the encoder cannot take these inputs (one example of shape {shape}): "
+            f"{first_line(exc)}",
+            path=path,
+        ) from exc
+    return out
+
+
 def _encode_batch(
-    encoder: nn.Module, batch: torch.Tensor, start: int, corruption: Corruption | None
+    encoder: nn.Module,
+    batch: torch.Tensor,
+    start: int,
+    corruption: Corruption | None,
+    path: Path | None = None,
 ) -> torch.Tensor:
     if corruption is None:
-        return encoder(batch)
+        return _forward(encoder, batch, path)
     if isinstance(corruption.task, ContextEncoderTask):
         masked, _ = corruption.task.corrupt(batch)
         return encoder(masked)
@@ -89,7 +108,7 @@ def feature_batches(
         return
     start = 0
     for batch in input_batches(x, batch_size, what=what, path=path, task=task, progress=progress):
-        z = _encode_batch(encoder, batch, start, corruption).reshape(batch.shape[0], -1)
+        z = _encode_batch(encoder, batch, start, corruption, path).reshape(batch.shape[0], -1)
         if not bool(torch.isfinite(z).all()):
             raise DataError("the encoder produced NaN or Inf features", path=path)
         start += batch.shape[0]
@@ -108,7 +127,7 @@ def _sorted_feature_batches(
     out: torch.Tensor | None = None
     done = 0
     for index, rows in x.sorted_batches(batch_size):
-        z = encoder(torch.from_numpy(rows))
+        z = _forward(encoder, torch.from_numpy(rows), path)
         z = z.reshape(z.shape[0], -1)
         if not bool(torch.isfinite(z).all()):
             raise DataError("the encoder produced NaN or Inf features", path=path)

@@ -20,6 +20,7 @@ from typing import Any
 
 from tfbound.config import Config, ModuleSpec
 from tfbound.errors import ConfigError, InputError
+from tfbound.json_input import loads as bounded_json
 
 #: the samples' L2 weight (tfbound.training.loops.fit_linear_head's default)
 DEFAULT_LAM = 1e-3
@@ -68,7 +69,7 @@ def read_fit_record(head: Path) -> dict[str, Any] | None:
     try:
         if rec.stat().st_size > 2**20:
             return None
-        data = json.loads(rec.read_text(encoding="utf-8"))
+        data = bounded_json(rec.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get(MARKER_KEY) != MARKER_VALUE:

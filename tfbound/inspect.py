@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import re
@@ -51,6 +50,7 @@ from tfbound.io.checkpoints import (
     open_safetensors,
     resolve_checkpoint,
 )
+from tfbound.json_input import loads as bounded_json
 from tfbound.measures.norms import NormValue, SpectralMode, weakest_status
 
 PathLike = str | os.PathLike[str]
@@ -157,7 +157,7 @@ def _heads_from_config(folder: Path) -> int | None:
     if not config.is_file():
         return None
     try:
-        data = json.loads(config.read_text())
+        data = bounded_json(config.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):

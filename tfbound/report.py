@@ -281,8 +281,17 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
+#: a report is at most this deep (the deepest real one is about 6 levels)
+MAX_REPORT_DEPTH = 32
+
+
 def parse_report_json(text: str) -> Any:
-    """Strict JSON: ``NaN``, ``Infinity`` and numbers that overflow to infinity are refused."""
+    """Strict JSON: ``NaN``, ``Infinity`` and numbers that overflow to infinity are refused, and
+    so is nesting deeper than ``MAX_REPORT_DEPTH`` (before anything walks it recursively)."""
+    from tfbound.json_input import nesting_depth
+
+    if nesting_depth(text, MAX_REPORT_DEPTH) > MAX_REPORT_DEPTH:
+        raise ValueError(f"nested more than {MAX_REPORT_DEPTH} levels deep")
     return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
 
 

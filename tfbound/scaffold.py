@@ -15,7 +15,6 @@ Nothing is imported from the model and no weights are loaded beyond their names 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from tfbound.config import CONFIG_FILENAME
 from tfbound.errors import InputError
+from tfbound.json_input import loads as bounded_json
 
 IMAGE_TYPES = ("vit", "vit_mae", "dinov2", "dinov2_with_registers", "deit")
 
@@ -42,7 +42,7 @@ def _rel(path: Path, base: Path) -> str:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return bounded_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
@@ -101,7 +101,8 @@ def _hf_encoder(folder: Path, base: Path, config: dict[str, Any]) -> tuple[str, 
     image = model_type in IMAGE_TYPES
     pooling = "cls" if image and model_type != "vit_mae" else "mean"
     normalize = False
-    max_length = 128
+    positions = config.get("max_position_embeddings")
+    max_length = int(positions) if isinstance(positions, int) and positions >= 2 else 512
     modules = _read_json(folder / "modules.json")
     if isinstance(modules, list):
         for m in modules:
@@ -116,7 +117,7 @@ def _hf_encoder(folder: Path, base: Path, config: dict[str, Any]) -> tuple[str, 
                     pooling = "mean"
     st = _read_json(folder / "sentence_bert_config.json")
     if isinstance(st, dict) and isinstance(st.get("max_seq_length"), int):
-        max_length = int(st["max_seq_length"])
+        max_length = min(max_length, int(st["max_seq_length"]))
     text = not image
     lines = [
         f"encoder:  # a Hugging Face {model_type} folder (needs: pip install 'tfbound[hf]')",
@@ -201,6 +202,12 @@ def scaffold(target: Path, out: Path) -> Scaffold:
     head: Path | None = None
     config = _read_json(target / "config.json") if target.is_dir() else None
     if isinstance(config, dict) and isinstance(config.get("model_type"), str):
+        if "auto_map" in config:  # as estimate refuses it: custom model code is never run
+            raise InputError(
+                "refused: config.json names custom model code (auto_map); tfbound runs only the "
+                "architectures transformers ships",
+                path=target / "config.json",
+            )
         enc, kind, text = _hf_encoder(target, base, config)
         size = config.get("image_size", "H")
         hint = f"(n, {config.get('num_channels', 3)}, {size}, {size}) float images"

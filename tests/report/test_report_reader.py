@@ -39,7 +39,10 @@ def test_a_saved_report_reads_back_to_the_same_report(saved: str, tmp_path: Path
         (lambda t: t.replace('"value": 0.', '"value": 1e400, "x": 0.', 1), "out of range"),
         (lambda t: t.replace('"status": "estimated"', '"status": "sure"', 1), "status or role"),
         (lambda t: re.sub(r'"formula": "[^"]*"', '"formula": 3', t, count=1), "formula"),
-        (lambda t: "[" * 100_000 + "]" * 100_000, "nested too deeply|not a tfbound report"),
+        (
+            lambda t: "[" * 100_000 + "]" * 100_000,
+            "nested (too deeply|more than)|not a tfbound report",
+        ),
     ],
 )
 def test_malformed_reports_are_refused_with_one_line(

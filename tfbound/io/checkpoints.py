@@ -15,7 +15,6 @@ loads a module strictly. Each kind of bad file has one message, whoever reads it
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
 from collections.abc import Iterator, Mapping
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from tfbound.errors import CheckpointError, first_line
+from tfbound.json_input import loads as bounded_json
 
 PathLike = str | os.PathLike[str]
 
@@ -86,7 +86,7 @@ def check_safetensors_header(path: Path) -> None:
             n = int.from_bytes(head, "little")
             if n > min(size - 8, _MAX_HEADER_BYTES):
                 raise ValueError(f"header length {n} exceeds the file or {_MAX_HEADER_BYTES}")
-            header = json.loads(fh.read(n).decode("utf-8"))
+            header = bounded_json(fh.read(n).decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -134,7 +134,7 @@ def check_safetensors_header(path: Path) -> None:
 
 def _index_shards(index: Path) -> dict[str, Path]:
     try:
-        data = json.loads(index.read_text(encoding="utf-8"))
+        data = bounded_json(index.read_text(encoding="utf-8"))
         weight_map = data["weight_map"]
         items = list(weight_map.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -233,7 +233,12 @@ def labels_with_positive(
     (:func:`binary_labels`; numeric strings are read as numbers); with it, ``+1`` where the value
     equals ``positive`` (compared as text: ``1`` matches ``"1"``), ``-1`` for the one other value.
     More than two values is a ``DataError`` (a binary head has two classes)."""
-    raw = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    try:
+        raw = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    except (OverflowError, ValueError) as exc:
+        raise DataError(
+            f"labels '{name}' cannot be read as one value per example", path=path
+        ) from exc
     if raw.ndim != 1 or raw.shape[0] != n:
         raise DataError(
             f"labels '{name}' have shape {raw.shape[:4]}, inputs have {n} rows", path=path
@@ -243,6 +248,10 @@ def labels_with_positive(
             return binary_labels(raw, n, name, path)
         try:
             numbers = np.asarray([float(v) for v in raw.tolist()], dtype=np.float64)
+        except OverflowError as exc:  # an integer too large for a float: not a binary label
+            raise DataError(
+                f"labels '{name}' must be binary in {{0, 1}} or {{-1, +1}}", path=path
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise DataError(
                 f"labels '{name}' are not numbers; declare the positive class "
@@ -273,4 +282,7 @@ def _label_text(value: Any) -> str:
         return str(bool(value)).lower()
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
-    return str(value)
+    try:
+        return str(value)
+    except ValueError:  # an integer with more digits than Python prints
+        return f"<an integer of {int(value).bit_length()} bits>"

@@ -10,13 +10,13 @@ positive class by name (``positive: pos``) or by index.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tfbound.config import ArraySource
 from tfbound.errors import DataError, first_line
 from tfbound.io.tables import MAX_ROWS, MAX_TABLE_BYTES, RawSplit, check_arrow_type, from_arrow
+from tfbound.json_input import loads as bounded_json
 
 DATASETS_HINT = "pip install 'tfbound[datasets]' (the 'datasets' package)"
 _METADATA = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -126,7 +126,7 @@ def _class_label_positive(feature: Any, positive: str | int, folder: Path) -> st
 
 def _dict_splits(folder: Path) -> list[str]:
     try:
-        raw = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8"))
+        raw = bounded_json((folder / "dataset_dict.json").read_text(encoding="utf-8"))
         splits = raw["splits"]
         if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
             raise ValueError("splits is not a list of names")

@@ -18,7 +18,6 @@ float32 below ``2^24``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from tfbound.config import MAX_SIZE, ArraySource, ModuleSpec
 from tfbound.errors import ConfigError, DataError, InputError, first_line
 from tfbound.io.datasets import LabeledArrays
 from tfbound.io.overlap import text_digest
+from tfbound.json_input import loads as bounded_json
 
 BERT_EXTRA_HINT = "pip install 'tfbound[bert]' (the 'tokenizers' package)"
 TOKENIZER_FILE = "tokenizer.json"
@@ -56,13 +56,23 @@ def max_length_of(spec: ModuleSpec) -> int:
     """``encoder.max_length``, else ``max_position_embeddings`` of a ``config.json`` beside the
     weights, else 512."""
     value = spec.options.get("max_length")
-    if value is None and spec.weights is not None:
+    if value == "auto":
+        value = None
+    positions = None
+    if spec.weights is not None:
         folder = spec.weights if spec.weights.is_dir() else spec.weights.parent
-        value = _config_max_positions(folder / "config.json")
+        positions = _config_max_positions(folder / "config.json")
+    if value is None:
+        value = positions
     if value is None:
         return DEFAULT_MAX_LENGTH
     if not isinstance(value, int) or isinstance(value, bool) or not 2 <= value <= MAX_SIZE:
         raise ConfigError(f"'encoder.max_length' must be an integer >= 2, got {value!r}"[:200])
+    if positions is not None and value > positions:
+        raise ConfigError(
+            f"'encoder.max_length' is {value}, but the model has {positions} positions "
+            "(max_position_embeddings in its config.json)"
+        )
     return value
 
 
@@ -70,7 +80,7 @@ def _config_max_positions(path: Path) -> int | None:
     if not path.is_file() or path.stat().st_size > 2**20:
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("max_position_embeddings")
+        value = bounded_json(path.read_text(encoding="utf-8")).get("max_position_embeddings")
     except (ValueError, OSError, AttributeError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -266,7 +276,7 @@ def read_texts(source: ArraySource, labeled: bool) -> tuple[list[str], np.ndarra
                     if not line.strip():
                         continue
                     try:
-                        row = json.loads(line)
+                        row = bounded_json(line)
                         text = row[source.x]
                         label = row[source.y] if labeled and source.y else None
                     except (ValueError, KeyError, TypeError) as exc:

@@ -24,7 +24,6 @@ and are not loaded; ``embeddings.position_ids`` must be ``0..P-1`` if present.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from torch import nn
 
 from tfbound.config import ModuleSpec
 from tfbound.errors import CheckpointError, ConfigError
+from tfbound.json_input import loads as bounded_json
 
 _IGNORED_PREFIXES = ("pooler.", "cls.")
 
@@ -221,7 +221,7 @@ def _heads_option(spec: ModuleSpec) -> int:
         folder = spec.weights if spec.weights.is_dir() else spec.weights.parent
         config = folder / "config.json"
         try:
-            value = json.loads(config.read_text(encoding="utf-8")).get("num_attention_heads")
+            value = bounded_json(config.read_text(encoding="utf-8")).get("num_attention_heads")
         except (OSError, ValueError, AttributeError) as exc:
             raise ConfigError(
                 f"'encoder.heads' is 'auto' but {config} cannot be read ({exc}); "

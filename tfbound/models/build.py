@@ -208,10 +208,24 @@ def _pick_layers(
     return None
 
 
-def _bias(weight: torch.Tensor, bias: Any) -> torch.Tensor:
+def _bias(weight: torch.Tensor, bias: Any, path: Path | None = None) -> torch.Tensor:
+    """A layer's bias (zeros when absent), refused unless it has one entry per weight row."""
+    if weight.ndim != 2:
+        raise CheckpointError(
+            f"a head layer's weight must be a matrix (outputs x inputs), got shape "
+            f"{tuple(weight.shape)}",
+            path=path,
+        )
     if bias is None:
         return torch.zeros(weight.shape[0], dtype=torch.float32)
-    return torch.as_tensor(bias).reshape(-1).to(torch.float32)
+    b = torch.as_tensor(bias)
+    if b.ndim != 1 or b.shape[0] != weight.shape[0]:
+        raise CheckpointError(
+            f"a head layer's bias has shape {tuple(b.shape)}, its weight {tuple(weight.shape)}: "
+            f"the bias needs one entry per output ({weight.shape[0]})",
+            path=path,
+        )
+    return b.to(torch.float32)
 
 
 def _one_output(
@@ -238,6 +252,8 @@ def head_from_layers(
     """A ``LinearHead`` (one layer) or ``MLPHead`` (two) from ``(weight, bias)`` pairs; a
     2-logit output layer is certified through its difference row."""
     first_w = layers[0][0]
+    for weight, bias in layers:
+        _bias(weight, bias, path)  # every layer's shapes checked before any is used
     head_dim = int(first_w.shape[1])
     if head_dim != feature_dim:
         raise InputError(

@@ -28,7 +28,6 @@ excluded), ``cls`` (the first token) or ``pooler`` (the model's ``pooler_output`
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ from torch import nn
 
 from tfbound.config import ModuleSpec
 from tfbound.errors import CheckpointError, ConfigError, InputError, first_line
+from tfbound.json_input import loads as bounded_json
 from tfbound.models.renaming import rename_keys
 
 HF_EXTRA_HINT = "pip install 'tfbound[hf]' (the 'transformers' package)"
@@ -57,7 +57,7 @@ def read_hf_config_json(folder: Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a model folder (a one-line ``CheckpointError`` if absent)."""
     path = folder / "config.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = bounded_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise CheckpointError(
             "not a Hugging Face model folder: no config.json", path=folder

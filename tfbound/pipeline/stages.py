@@ -290,12 +290,14 @@ def checked_pool(splits: Splits, setup: Setup) -> Splits:
     pool = splits.pool
     if pool is None or setup.pool is None:
         return splits
-    others: list[tuple[str, Any]] = [(_named("the labeled split", setup.train), splits.train.x)]
+    others: list[tuple[str, Any]] = [
+        (_named("the labeled split data.downstream_train", setup.train), splits.train.x)
+    ]
     if splits.test is not None:
-        others.append((_named("the test split", setup.test), splits.test.x))
+        others.append((_named("the test split data.downstream_test", setup.test), splits.test.x))
     for label, x, where in (
-        ("the pre-training split", splits.pretrain_train, setup.pretrain_train),
-        ("the pre-training held-out split", splits.pretrain_val, setup.pretrain_val),
+        ("the pre-training split data.pretrain_train", splits.pretrain_train, setup.pretrain_train),
+        ("the pre-training split data.pretrain_val", splits.pretrain_val, setup.pretrain_val),
     ):
         if x is not None:
             others.append((_named(label, where), x))
@@ -331,7 +333,7 @@ def checked_pool(splits: Splits, setup: Setup) -> Splits:
 
 
 def _named(label: str, where: Where | None) -> str:
-    return label if where is None else f"{label} ('{where.name[:60]}')"
+    return label if where is None else f"{label} (x: '{where.name[:60]}')"
 
 
 def _subset(x: Any, keep: np.ndarray) -> Any:

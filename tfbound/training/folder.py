@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from tfbound.features import ProgressFn
+from tfbound.json_input import loads as bounded_json
 from tfbound.pretext import ContextEncoderTask, MaskedAutoencoderTask
 from tfbound.training.loops import (
     MLPArch,
@@ -47,7 +48,6 @@ MARKER_VALUE = "tfbound pretrain"
 
 def is_tfbound_folder(folder: Path) -> bool:
     """``folder`` holds a ``pretrain.json`` with tfbound's marker (a folder tfbound wrote)."""
-    import json
 
     manifest = folder / MANIFEST
     if manifest.is_symlink() or not manifest.is_file():
@@ -55,7 +55,7 @@ def is_tfbound_folder(folder: Path) -> bool:
     try:
         if manifest.stat().st_size > 16 * 2**20:
             return False
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = bounded_json(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and data.get(MARKER_KEY) == MARKER_VALUE

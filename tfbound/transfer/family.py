@@ -15,7 +15,6 @@ Members, in this order:
 from __future__ import annotations
 
 import copy
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from tfbound.errors import ConfigError
 from tfbound.io.checkpoints import load_module_weights
+from tfbound.json_input import loads as bounded_json
 from tfbound.paths import relative_path
 from tfbound.transfer.config import CheckpointEntry, FamilySpec
 
@@ -73,7 +73,7 @@ def _inside(folder: Path, name: str, where: Path) -> Path:
 def _from_index(index: Path, pipeline: str | None) -> list[CheckpointEntry]:
     """Entries of an ``index.json`` with ``pipelines: {name: {checkpoints: [...]}}`` (format 1)."""
     try:
-        data = json.loads(index.read_text(encoding="utf-8"))
+        data = bounded_json(index.read_text(encoding="utf-8"))
         pipelines = data["pipelines"]
         if pipeline is None:
             if len(pipelines) != 1:

@@ -10,6 +10,7 @@ from typing import Any
 
 from tfbound.bounds.decomposition import TransferInput
 from tfbound.errors import InputError, UsageError, first_line
+from tfbound.json_input import loads as bounded_json
 
 
 def transfer_input_assumed(c: float, beta: float) -> TransferInput:
@@ -36,7 +37,7 @@ def transfer_input_from_report(
     _check_c_beta(c, beta)
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = bounded_json(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise InputError("transfer report not found", path=p) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
