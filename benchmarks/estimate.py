@@ -7,7 +7,10 @@ process and on the same data:
 - one bare forward pass of the encoder over train + test (batched, ``torch.inference_mode``);
 - ``tfbound.estimate`` on that config (loading, the feature pass, the RIRC with K draws, the bound).
 
-Prints both times and their ratio (goal: below 1.5). Run: ``python benchmarks/estimate.py``.
+Prints both times and their ratio (goal: below 1.5). Run: ``python benchmarks/estimate.py``
+(``--dim 64 --depth 2`` is the smaller encoder ``run_all.py`` uses by default; ``--threads N``
+sets torch's and the BLAS threads; the start-up is excluded: both routes run in this process
+after the imports, alternately, ``--repeats`` times).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from _common import Result, add_thread_option, interleaved, setup_threads
 from safetensors.torch import save_file
 
 import tfbound
@@ -37,18 +41,21 @@ VIT = {
 }
 
 
-def build(folder: Path, n_train: int, n_test: int, n_draws: int) -> Path:
+def build(
+    folder: Path, n_train: int, n_test: int, n_draws: int, vit: dict[str, object] | None = None
+) -> Path:
+    vit = dict(vit or VIT)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    encoder = ViTEncoder(**VIT)  # type: ignore[arg-type]
-    head = LinearHead(VIT["dim"])  # type: ignore[arg-type]
+    encoder = ViTEncoder(**vit)  # type: ignore[arg-type]
+    head = LinearHead(vit["dim"])  # type: ignore[arg-type]
     save_file(encoder.state_dict(), str(folder / "encoder.safetensors"))
     save_file(head.state_dict(), str(folder / "head.safetensors"))
     for split, n in (("train", n_train), ("test", n_test)):
         x = rng.random((n, 256), dtype=np.float32)
         np.savez(folder / f"{split}.npz", x=x, y=rng.integers(0, 2, n))
     cfg = {
-        "encoder": {"arch": "vit", "weights": "encoder.safetensors", **VIT},
+        "encoder": {"arch": "vit", "weights": "encoder.safetensors", **vit},
         "head": {"arch": "linear", "weights": "head.safetensors"},
         "data": {"downstream_train": "train.npz", "downstream_test": "test.npz"},
         "bound": {"n_draws": n_draws, "batch_size": 512},
@@ -59,8 +66,10 @@ def build(folder: Path, n_train: int, n_test: int, n_draws: int) -> Path:
 
 
 @torch.inference_mode()
-def bare_forward(folder: Path, batch_size: int = 512) -> float:
-    encoder = ViTEncoder(**VIT).eval()  # type: ignore[arg-type]
+def bare_forward(
+    folder: Path, batch_size: int = 512, vit: dict[str, object] | None = None
+) -> float:
+    encoder = ViTEncoder(**dict(vit or VIT)).eval()  # type: ignore[arg-type]
     from safetensors.torch import load_file
 
     encoder.load_state_dict(load_file(str(folder / "encoder.safetensors")))
@@ -72,29 +81,58 @@ def bare_forward(folder: Path, batch_size: int = 512) -> float:
     return time.perf_counter() - start
 
 
+def run(
+    n_train: int,
+    n_test: int,
+    n_draws: int,
+    repeats: int,
+    threads: int | None,
+    dim: int = 256,
+    depth: int = 4,
+) -> list[Result]:
+    vit = {**VIT, "dim": dim, "depth": depth}
+    print(f"estimate vs bare forward: n_train {n_train}, n_test {n_test}, K={n_draws}, ViT {vit}; "
+          f"{setup_threads(threads)}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        cfg = build(folder, n_train, n_test, n_draws, vit)
+        bound: list[float] = []
+
+        def estimate() -> None:
+            report = tfbound.estimate(cfg)
+            term = report.get("certified_test_error_bound")
+            bound.append(float("nan") if term is None else float(term.value))
+
+        times, _ = interleaved(
+            {"bare": lambda: bare_forward(folder, vit=vit), "estimate": estimate}, repeats
+        )
+    for name, t in times.items():
+        print(f"  {name:<9} {t.line()}")
+    return [
+        Result(
+            "estimate / bare forward",
+            times["estimate"].wall / times["bare"].wall,
+            "<= 1.5",
+            f"n={n_train}+{n_test}, K={n_draws}, ViT dim {dim} depth {depth}",
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=10_000)
     parser.add_argument("--n-test", type=int, default=2_000)
     parser.add_argument("--n-draws", type=int, nargs="+", default=[1_000, 10_000])
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1)
+    add_thread_option(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        print(
-            f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-            f"n_train {args.n_train}, n_test {args.n_test}, ViT {VIT}"
-        )
-        for k in args.n_draws:
-            cfg = build(folder, args.n_train, args.n_test, k)
-            t_bare = bare_forward(folder)
-            start = time.perf_counter()
-            report = tfbound.estimate(cfg)
-            t_est = time.perf_counter() - start
-            bound = report.get("certified_test_error_bound")
-            print(
-                f"K={k:>6}: bare forward {t_bare:7.2f} s   estimate {t_est:7.2f} s   "
-                f"ratio {t_est / t_bare:5.2f}   (bound {bound.value if bound else None:.4f})"
-            )
+    for k in args.n_draws:
+        for r in run(
+            args.n_train, args.n_test, k, args.repeats, args.threads, args.dim, args.depth
+        ):
+            print(r.line())
 
 
 if __name__ == "__main__":

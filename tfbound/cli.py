@@ -343,6 +343,25 @@ def finish(
     _conclude_gates(v, junit, source)
 
 
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="Threads for torch and the BLAS libraries together (default: as the environment "
+        "sets them).",
+        show_default=False,
+    ),
+]
+
+
+def _apply_threads(threads: int | None) -> None:
+    if threads is not None:
+        from tfbound.threads import set_threads
+
+        set_threads(threads)
+
+
 @app.command()
 @handle_errors
 def estimate(
@@ -424,17 +443,39 @@ def estimate(
             "pre-training data (the report says how many) instead of refusing the pool.",
         ),
     ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="Where the encoder's feature passes run: cpu, cuda or auto (cuda when one is "
+            "available). The bounds are computed in float64 on the CPU either way.",
+            show_default=False,
+        ),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="The encoder pass's dtype: float32 (default), float64 or bfloat16; the "
+            "features are converted to float64 before any bound.",
+            show_default=False,
+        ),
+    ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Load the encoder, head and data of CONFIG and print the bound term by term."""
     from tfbound.config import load_config
     from tfbound.gates import parse_gates
     from tfbound.pipeline import estimate as run_estimate
+    from tfbound.pipeline.run import check_placement
     from tfbound.render.gates_render import verdict_markdown
     from tfbound.render.markdown import report_markdown
     from tfbound.render.table import report_table
 
     if delta is not None and not 0.0 < delta < 1.0:
         raise UsageError(f"--delta must lie in (0, 1), got {delta:g}")
+    check_placement(device, dtype)
+    _apply_threads(threads)
     cfg = load_config(config)
     gating = gate or gates_file is not None
     if not gating and (baseline is not None or junit is not None):
@@ -470,6 +511,8 @@ def estimate(
             transfer=transfer_input,
             capacity=capacity.value,
             drop_pool_overlap=drop_pool_overlap,
+            device=device,
+            dtype=dtype,
         )
     data = report.to_dict()
     verdicts = None if gates is None else _evaluate(gates, data, base_report)
@@ -649,6 +692,7 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Per-layer norms of a checkpoint: spectral, Frobenius, (2,1), stable rank, distance to a
     reference; per-head attention products; skipped parameters; totals and products."""
@@ -660,6 +704,7 @@ def inspect(
         inspect_report,
     )
 
+    _apply_threads(threads)
     if sort is not None and sort not in SORT_KEYS:
         raise UsageError(f"--sort must be one of {', '.join(SORT_KEYS)}, not {sort!r}")
     if top is not None and top < 1:
@@ -877,6 +922,7 @@ def transfer(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Estimate (C, beta) over a family of frozen representations: per-member E_U and E_T, the
     fit, the envelope C(beta) and heterogeneity diagnostics (bound-spec 6.2 and 7)."""
@@ -888,6 +934,7 @@ def transfer(
     )
     from tfbound.transfer import load_transfer_config, run_transfer
 
+    _apply_threads(threads)
     if plot_path is not None:
         if plot_path.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise UsageError("--plot must end in .png, .svg or .pdf")

@@ -64,3 +64,7 @@ class UsageError(TfboundError):
     """The command line itself is wrong (exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+class DeviceError(UsageError):
+    """The device asked for (``--device cuda``) is not available on this machine (exit 2)."""

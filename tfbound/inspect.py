@@ -397,6 +397,7 @@ def inspect_module(
     progress: ProgressFn | None = None,
     example_input: object = None,
     input_sizes: Mapping[str, tuple[int, ...]] | None = None,
+    select: Callable[[str, str, tuple[str, ...]], bool] | None = None,
 ) -> InspectResult:
     """Norms of every layer of a module, with what the module says that names cannot.
 
@@ -405,6 +406,11 @@ def inspect_module(
     into it. ``example_input`` (run once in eval mode under ``no_grad``; the module's modes are
     restored and hooks removed) or ``input_sizes`` (``{conv name: spatial size}``) give conv
     rows their operator norms. The module itself is never changed.
+
+    ``select(kind, name, attention_blocks)``: compute only the layer rows it accepts (every
+    attention block's head rows are always computed; the totals cover the rows computed). The
+    capacity stage passes ``tfbound.bounds.transformer.rows_read`` so that no embedding table
+    is decomposed for terms that never read it.
     """
     _check_options(spectral)
     state = module.state_dict()
@@ -420,6 +426,11 @@ def inspect_module(
         bn_inputs=batchnorm_inputs(module),
         heads=heads,
     )
+    if select is not None:
+        blocks = tuple(ap.name for ap in plan.attention)
+        plan = dataclasses.replace(
+            plan, layers=tuple(lp for lp in plan.layers if select(lp.kind, lp.name, blocks))
+        )
     with _open_reference(reference) as ref:
         options = ComputeOptions(spectral=spectral, input_sizes=sizes)
         return _run(src, plan, ref, options, strict, notes, progress)

@@ -176,3 +176,76 @@ def test_binomial_cdf_against_scipy() -> None:
                     assert binomial_cdf(k, m, p) == pytest.approx(
                         ref, rel=FLOAT64_SOLVER, abs=FLOAT64_UNDERFLOW
                     )
+
+
+# ------------------------------------------- the hoisted coefficients give the same inversions
+
+
+def _old_binomial_cdf(k: int, m: int, p: float) -> float:
+    """``P(Bin(m, p) <= k)`` as computed before the coefficients were hoisted (the reference):
+    ``log C(m, j)`` recomputed with ``math.lgamma`` at every call."""
+    if k == m:
+        return 1.0
+    ks = np.arange(k + 1)
+    log_comb = (
+        math.lgamma(m + 1)
+        - np.array([math.lgamma(j + 1) for j in ks])
+        - np.array([math.lgamma(m - j + 1) for j in ks])
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(ks > 0, ks * math.log(p) if p > 0 else -np.inf, 0.0)
+        b = np.where(m - ks > 0, (m - ks) * math.log1p(-p) if p < 1 else -np.inf, 0.0)
+    lp = np.asarray(log_comb + a + b, dtype=np.float64)
+    top = float(np.max(lp))
+    if top == -np.inf:
+        return 0.0
+    return float(min(1.0, math.exp(top) * float(np.sum(np.exp(lp - top)))))
+
+
+def _old_bisect(pred, lo: float, hi: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if pred(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+def _old_upper(k: int, m: int, delta: float) -> float:
+    if k == m:
+        return 1.0
+    return _old_bisect(lambda p: _old_binomial_cdf(k, m, p) >= delta, 0.0, 1.0)[1]
+
+
+def _old_lower(k: int, m: int, delta: float) -> float:
+    if k == 0:
+        return 0.0
+    return _old_bisect(lambda p: 1.0 - _old_binomial_cdf(k - 1, m, p) < delta, 0.0, 1.0)[0]
+
+
+HOIST_CASES = [(0, 1), (1, 1), (3, 10), (10, 10), (87, 920), (0, 5000), (499, 5000), (4999, 5000)]
+
+
+@pytest.mark.parametrize(("k", "m"), HOIST_CASES)
+@pytest.mark.parametrize("delta", [1e-6, 0.025, 0.5])
+def test_hoisted_inversions_equal_the_old_ones(k: int, m: int, delta: float) -> None:
+    for new, old in (
+        (clopper_pearson_upper(k, m, delta), _old_upper(k, m, delta)),
+        (clopper_pearson_lower(k, m, delta), _old_lower(k, m, delta)),
+    ):
+        assert new == pytest.approx(old, rel=1e-15, abs=0.0)
+    for p in (0.0, 1e-4, 0.3, 0.97, 1.0):
+        if k < m:
+            assert binomial_cdf(k, m, p) == pytest.approx(_old_binomial_cdf(k, m, p), rel=1e-15)
+
+
+@pytest.mark.parametrize(("k", "m"), [(120, 10_000), (9_000, 100_000), (1, 100_000)])
+def test_large_clopper_pearson_against_scipy_beta(k: int, m: int) -> None:
+    delta = 0.01
+    ref_upper = float(stats.beta.ppf(1 - delta, k + 1, m - k))
+    ref_lower = float(stats.beta.ppf(delta, k, m - k + 1))
+    assert clopper_pearson_upper(k, m, delta) == pytest.approx(ref_upper, rel=FLOAT64_SOLVER)
+    assert clopper_pearson_lower(k, m, delta) == pytest.approx(ref_lower, rel=FLOAT64_SOLVER)

@@ -103,3 +103,54 @@ def test_rejects_bad_signs_and_empty() -> None:
         rirc_linear(np.ones((4, 2)), 1.0, signs=np.zeros((3, 4)))
     with pytest.raises(ValueError):
         rirc_linear(np.ones((0, 2)), 1.0)
+
+
+# --- The in-place sign buffer draws exactly what the per-block allocation drew -----------------
+
+
+def _old_sign_blocks(n_draws: int, n: int, seed: int, block_elements: int = 1 << 23) -> list:
+    """The sign generation before the buffer was preallocated (kept as the reference): a fresh
+    ``torch.randint`` block per row block, converted to float64."""
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = max(1, block_elements // max(n, 1))
+    out = []
+    for start in range(0, n_draws, rows):
+        stop = min(n_draws, start + rows)
+        block = torch.randint(0, 2, (stop - start, n), generator=gen).to(torch.float64)
+        out.append(block.mul_(2).sub_(1))
+    return out
+
+
+def _old_norms(z: torch.Tensor, n_draws: int, seed: int, block_elements: int) -> torch.Tensor:
+    blocks = _old_sign_blocks(n_draws, z.shape[0], seed, block_elements)
+    return torch.cat([torch.linalg.vector_norm(s @ z, dim=1) for s in blocks])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 11, 12345])
+@pytest.mark.parametrize(
+    ("n_draws", "n", "d", "block_elements"),
+    [
+        (1, 1, 1, 1 << 23),
+        (7, 13, 3, 1 << 23),
+        (700, 30, 5, 1 << 23),
+        (1000, 37, 4, 64),  # many blocks, a short last one
+        (5, 200, 2, 64),  # one row per block (n > block size)
+        (2500, 3500, 2, 1 << 23),  # two blocks at the real block size
+    ],
+)
+def test_signs_and_estimate_equal_the_per_block_allocation(
+    monkeypatch: pytest.MonkeyPatch, seed: int, n_draws: int, n: int, d: int, block_elements: int
+) -> None:
+    import tfbound.measures.rirc as rirc
+
+    monkeypatch.setattr(rirc, "_BLOCK_ELEMENTS", block_elements)
+    old = torch.cat(_old_sign_blocks(n_draws, n, seed, block_elements))
+    assert torch.equal(rademacher_signs(n_draws, n, seed), old)
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    zp = augment(z, 1.0)
+    norms = _old_norms(zp, n_draws, seed, block_elements)
+    est = rirc_linear(z, 2.0, n_draws=n_draws, seed=seed, bias_const=1.0)
+    assert est.norm_mean == float(norms.mean())
+    k = norms.shape[0]
+    std = float(norms.std(unbiased=True)) if k > 1 else 0.0
+    assert est.norm_stderr == std / math.sqrt(k)

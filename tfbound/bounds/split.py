@@ -122,7 +122,11 @@ def fit_prior_probe(
         weight = s_neg * np.exp(-np.logaddexp(0.0, -margins))
         grad = -(za.T @ (y * s_neg)) / n + 2.0 * lam * theta
         if gram is None:
-            hess = (za.T * weight) @ za / n + 2.0 * lam * np.eye(p)
+            # H = B^T B + 2 lam I with B = D^(1/2) A: ``B.T @ B`` of one buffer is a symmetric
+            # rank-k update in BLAS (half the flops of ``(A^T D) @ A``).
+            scaled = za * np.sqrt(weight / n)[:, None]
+            hess = scaled.T @ scaled
+            hess[np.diag_indices(p)] += 2.0 * lam
             step = np.linalg.solve(hess, grad)
         else:
             # H = A^T D A + c I with D = diag(weight)/n, c = 2 lam; B = D^(1/2) A:

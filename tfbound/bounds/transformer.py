@@ -38,6 +38,25 @@ class TransformerNorms:
     tokens: int  # sequence length T
 
 
+def block_parent(block: str) -> str:
+    """The module that holds attention block ``block`` (``blocks.0.attn`` -> ``blocks.0``)."""
+    return block.rsplit(".", 1)[0] if "." in block else ""
+
+
+def is_block_mlp_layer(name: str, block: str) -> bool:
+    """Whether the linear layer ``name`` is one of the MLP matrices the terms read for the
+    attention block ``block``: inside the block's parent, outside the attention module."""
+    return name.startswith(block_parent(block) + ".") and not name.startswith(block + ".")
+
+
+def rows_read(kind: str, name: str, blocks: tuple[str, ...]) -> bool:
+    """Whether ``transformer_terms`` reads the layer row ``(kind, name)`` of an encoder with
+    attention ``blocks``: every LayerNorm, and the linear layers of some block's MLP."""
+    if kind == "layernorm":
+        return True
+    return kind == "linear" and any(is_block_mlp_layer(name, b) for b in blocks)
+
+
 def transformer_terms(
     norms: TransformerNorms,
     *,
@@ -77,12 +96,7 @@ def transformer_terms(
     per_block = []
     kappa_prod, ratio21, ratio_f = 1.0, 0.0, 0.0
     for block, heads in blocks.items():
-        parent = block.rsplit(".", 1)[0] if "." in block else ""
-        mlp = [
-            r
-            for r in linear
-            if r.name.startswith(parent + ".") and not r.name.startswith(block + ".")
-        ]
+        mlp = [r for r in linear if is_block_mlp_layer(r.name, block)]
         d_head = heads[0].head_dim
         s_qk = max(h.qk_spectral_norm.value for h in heads) / math.sqrt(d_head)
         s_vo = sum(h.vo_spectral_norm.value for h in heads)
@@ -177,4 +191,12 @@ def transformer_terms(
     return out
 
 
-__all__ = ["EGKZ_SOURCE", "TT_SOURCE", "TransformerNorms", "transformer_terms"]
+__all__ = [
+    "EGKZ_SOURCE",
+    "TT_SOURCE",
+    "TransformerNorms",
+    "block_parent",
+    "is_block_mlp_layer",
+    "rows_read",
+    "transformer_terms",
+]

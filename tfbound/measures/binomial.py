@@ -1,6 +1,7 @@
 """Exact binomial tail inversions and the Bernoulli kl divergence, in float64 without scipy.
 
-- ``binomial_cdf(k, m, p) = P(Bin(m, p) <= k)``, summed in log space.
+- ``binomial_cdf(k, m, p) = P(Bin(m, p) <= k)``, summed in log space; an inversion computes the
+  binomial coefficients ``log C(m, j)`` once (``math.lgamma``), not at every bisection step.
 - ``clopper_pearson_upper(k, m, delta) = max{p : P(Bin(m, p) <= k) >= delta}`` (one-sided).
 - ``clopper_pearson_lower(k, m, delta) = min{p : P(Bin(m, p) >= k) >= delta}`` (one-sided).
 - ``kl_inv(q, c) = max{p in [q, 1] : kl(q || p) <= c}``.
@@ -19,12 +20,18 @@ import numpy as np
 _BISECT_STEPS = 200
 
 
-def _log_pmf(ks: np.ndarray, m: int, p: float) -> np.ndarray:
-    log_comb = (
+def _log_comb(ks: np.ndarray, m: int) -> np.ndarray:
+    """``log C(m, k)`` for every ``k`` of ``ks`` (``math.lgamma``): computed once per inversion,
+    not at every bisection step."""
+    return np.asarray(
         math.lgamma(m + 1)
         - np.array([math.lgamma(k + 1) for k in ks])
-        - np.array([math.lgamma(m - k + 1) for k in ks])
+        - np.array([math.lgamma(m - k + 1) for k in ks]),
+        dtype=np.float64,
     )
+
+
+def _log_pmf(ks: np.ndarray, m: int, p: float, log_comb: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(ks > 0, ks * math.log(p) if p > 0 else -np.inf, 0.0)
         b = np.where(m - ks > 0, (m - ks) * math.log1p(-p) if p < 1 else -np.inf, 0.0)
@@ -36,16 +43,27 @@ def _check_counts(k: int, m: int) -> None:
         raise ValueError(f"need 0 <= k <= m and m >= 1, got k={k}, m={m}")
 
 
+def _cdf_function(k: int, m: int) -> Callable[[float], float]:
+    """``p -> P(Bin(m, p) <= k)`` for ``k < m``, the binomial coefficients computed once."""
+    ks = np.arange(k + 1)
+    log_comb = _log_comb(ks, m)
+
+    def cdf(p: float) -> float:
+        lp = _log_pmf(ks, m, p, log_comb)
+        top = float(np.max(lp))
+        if top == -np.inf:
+            return 0.0
+        return float(min(1.0, math.exp(top) * float(np.sum(np.exp(lp - top)))))
+
+    return cdf
+
+
 def binomial_cdf(k: int, m: int, p: float) -> float:
     """``P(Bin(m, p) <= k)``."""
     _check_counts(k, m)
     if k == m:
         return 1.0
-    lp = _log_pmf(np.arange(k + 1), m, p)
-    top = float(np.max(lp))
-    if top == -np.inf:
-        return 0.0
-    return float(min(1.0, math.exp(top) * float(np.sum(np.exp(lp - top)))))
+    return _cdf_function(k, m)(p)
 
 
 def _bisect(pred: Callable[[float], bool], lo: float, hi: float) -> tuple[float, float]:
@@ -68,7 +86,8 @@ def clopper_pearson_upper(k: int, m: int, delta: float) -> float:
         raise ValueError(f"delta must lie in (0, 1), got {delta}")
     if k == m:
         return 1.0
-    _, hi = _bisect(lambda p: binomial_cdf(k, m, p) >= delta, 0.0, 1.0)
+    cdf = _cdf_function(k, m)
+    _, hi = _bisect(lambda p: cdf(p) >= delta, 0.0, 1.0)
     return hi
 
 
@@ -80,7 +99,8 @@ def clopper_pearson_lower(k: int, m: int, delta: float) -> float:
     if k == 0:
         return 0.0
     # P(Bin >= k) = 1 - P(Bin <= k - 1) is increasing in p; the smallest p where it reaches delta.
-    lo, _ = _bisect(lambda p: 1.0 - binomial_cdf(k - 1, m, p) < delta, 0.0, 1.0)
+    cdf = _cdf_function(k - 1, m)
+    lo, _ = _bisect(lambda p: 1.0 - cdf(p) < delta, 0.0, 1.0)
     return lo
 
 

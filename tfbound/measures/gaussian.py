@@ -51,9 +51,22 @@ class Metric:
 
 
 def fit_metric(z1_aug: np.ndarray, eps: float) -> Metric:
-    """The whitening metric from the augmented ``S1`` features ``(n1, d+1)`` only."""
+    """The whitening metric from the augmented ``S1`` features ``(n1, d+1)`` only.
+
+    ``d+1 <= n1``: the eigendecomposition of ``M``. ``d+1 > n1``: ``C1`` has rank at most ``n1``,
+    and ``M^(+-1/2)`` come from the eigendecomposition of the ``n1 x n1`` Gram matrix
+    (``_fit_metric_gram``): the same matrices to round-off, without a ``(d+1)^3``
+    decomposition.
+    """
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps must be a finite number > 0, got {eps}")
+    n1, p = z1_aug.shape
+    if p > n1:
+        return _fit_metric_gram(z1_aug, eps)
+    return _fit_metric_eigh(z1_aug, eps)
+
+
+def _fit_metric_eigh(z1_aug: np.ndarray, eps: float) -> Metric:
     n1, p = z1_aug.shape
     c1 = (z1_aug.T @ z1_aug) / n1
     ridge = float(eps * np.trace(c1) / p)
@@ -66,6 +79,30 @@ def fit_metric(z1_aug: np.ndarray, eps: float) -> Metric:
         eps=float(eps),
         ridge=ridge,
     )
+
+
+def _fit_metric_gram(z1_aug: np.ndarray, eps: float) -> Metric:
+    """``M^a = r^a I + Z^T U diag(f_a(s) / n1) U^T Z`` with ``Z Z^T / n1 = U diag(s) U^T`` and
+    ``f_a(s) = ((s + r)^a - r^a) / s`` (its limit ``a r^(a-1)`` at ``s = 0``): the columns
+    ``Z^T u_k / sqrt(n1 s_k)`` are the eigenvectors of ``C1 = Z^T Z / n1`` with eigenvalues
+    ``s_k``, and ``M = C1 + r I`` acts as ``r`` on their orthogonal complement."""
+    n1, p = z1_aug.shape
+    gram = (z1_aug @ z1_aug.T) / n1
+    ridge = float(eps * np.trace(gram) / p)  # tr(C1) = tr(Z Z^T) / n1
+    s, u = np.linalg.eigh(gram)
+    s = np.maximum(s, 0.0)
+    zu = z1_aug.T @ u  # (p, n1)
+    powers = []
+    for a in (0.5, -0.5):
+        scale = ridge**a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.where(
+                s > 0, scale * np.expm1(a * np.log1p(s / ridge)) / s, a * ridge ** (a - 1.0)
+            )
+        out = (zu * (f / n1)) @ zu.T
+        out[np.diag_indices(p)] += scale
+        powers.append(out)
+    return Metric(sqrt=powers[0], inv_sqrt=powers[1], eps=float(eps), ridge=ridge)
 
 
 def unit_direction(w_tilde: np.ndarray) -> np.ndarray:

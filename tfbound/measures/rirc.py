@@ -65,26 +65,40 @@ def augment(features: torch.Tensor | np.ndarray, bias_const: float | None) -> to
 
 
 def _sign_blocks(n_draws: int, n: int, seed: int) -> Iterator[torch.Tensor]:
-    """Row blocks of an ``n_draws x n`` matrix of iid uniform signs (float64), seeded."""
+    """Row blocks of an ``n_draws x n`` matrix of iid uniform signs (float64), seeded.
+
+    Every block is a view of one buffer allocated once per call and filled in place
+    (``random_(0, 2)`` draws the same stream as ``torch.randint(0, 2, ...)``), so a block is
+    valid only until the next one is drawn: copy it to keep it.
+    """
     gen = torch.Generator().manual_seed(int(seed))
-    rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    rows = min(n_draws, max(1, _BLOCK_ELEMENTS // max(n, 1)))
+    buffer = torch.empty((rows, n), dtype=torch.float64)
     for start in range(0, n_draws, rows):
-        stop = min(n_draws, start + rows)
-        block = torch.randint(0, 2, (stop - start, n), generator=gen).to(torch.float64)
+        block = buffer[: min(n_draws, start + rows) - start]
+        block.random_(0, 2, generator=gen)
         yield block.mul_(2).sub_(1)
 
 
 def rademacher_signs(n_draws: int, n: int, seed: int) -> torch.Tensor:
     """The sign matrix that ``rirc_linear(..., n_draws=n_draws, seed=seed)`` draws."""
-    return torch.cat(list(_sign_blocks(n_draws, n, seed)))
+    return torch.cat([block.clone() for block in _sign_blocks(n_draws, n, seed)])
 
 
 def _draw_norms(z: torch.Tensor, n_draws: int, seed: int) -> torch.Tensor:
-    blocks = (
-        torch.linalg.vector_norm(signs @ z, dim=1)
-        for signs in _sign_blocks(n_draws, z.shape[0], seed)
-    )
-    return torch.cat(list(blocks))
+    """``||sigma_k^T Z'||`` for the ``n_draws`` seeded sign vectors, block by block."""
+    norms = torch.empty(n_draws, dtype=torch.float64)
+    product: torch.Tensor | None = None
+    start = 0
+    for signs in _sign_blocks(n_draws, z.shape[0], seed):
+        rows = signs.shape[0]
+        if product is None:
+            product = torch.empty((rows, z.shape[1]), dtype=torch.float64)
+        out = product[:rows]
+        torch.matmul(signs, z, out=out)
+        torch.linalg.vector_norm(out, dim=1, out=norms[start : start + rows])
+        start += rows
+    return norms
 
 
 def rirc_linear(

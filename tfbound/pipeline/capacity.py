@@ -10,6 +10,8 @@ call the bound modules that turn them into terms (bound-spec sections 4, 5 and 6
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,9 +27,10 @@ from tfbound.bounds.budget import DeltaBudget
 from tfbound.bounds.finetuned import NO_TRANSFORMER_ROUTE, distance_term, finetuned_mlp_route
 from tfbound.bounds.network import mlp_feature_norm_term, mlp_head_terms, mlp_network_terms
 from tfbound.bounds.pretext import pretext_certificate_terms
-from tfbound.bounds.transformer import TransformerNorms, transformer_terms
+from tfbound.bounds.transformer import TransformerNorms, rows_read, transformer_terms
 from tfbound.config import Config
 from tfbound.errors import UsageError
+from tfbound.io.digest import state_dict_digest
 from tfbound.measures.network import (
     layernorm_output_bound,
     observed_max_norm,
@@ -225,27 +228,56 @@ def _pretext_certificate(
     )
 
 
+#: Transformer norms already computed in this process, by the digest of the encoder's weights
+#: (most recent last): repeated estimates on one encoder (a training callback, a notebook) do not
+#: decompose its matrices again.
+_NORMS_CACHE: OrderedDict[tuple[str, str], TransformerNorms] = OrderedDict()
+NORMS_CACHE_SIZE = 4
+
+
+def clear_norms_cache() -> None:
+    """Forget every cached transformer norm (tests, benchmarks)."""
+    _NORMS_CACHE.clear()
+
+
 def _transformer_norms(
     encoder: nn.Module, train_x_shape: tuple[int, ...], per_layer: bool = True
 ) -> TransformerNorms:
     """The exact per-head and per-layer norms of a ViT or BERT encoder (``tfbound.inspect``;
     none without ``per_layer``), its LayerNorm output bounds and its sequence length (text: the
-    padded length of ``train_x``)."""
-    from tfbound.inspect import inspect_module
+    padded length of ``train_x``).
 
+    Only the rows ``transformer_terms`` reads are computed (``rows_read``: the heads, the
+    blocks' MLP linear layers and the LayerNorms; no embedding table or attention projection
+    row), and the result is kept in a small LRU keyed by the digest of the weights."""
     bound, where = transformer_feature_norm(encoder)
     tokens = int(train_x_shape[-1]) if len(train_x_shape) == 3 else vit_tokens(encoder)
     if not per_layer:
         return TransformerNorms(bound, where, (), (), (), tokens)
-    result = inspect_module(encoder)
+    key = (type(encoder).__qualname__, state_dict_digest(encoder))
+    cached = _NORMS_CACHE.get(key)
+    if cached is None:
+        cached = _compute_transformer_norms(encoder, bound, where)
+        _NORMS_CACHE[key] = cached
+        while len(_NORMS_CACHE) > NORMS_CACHE_SIZE:
+            _NORMS_CACHE.popitem(last=False)
+    else:
+        _NORMS_CACHE.move_to_end(key)
+    return dataclasses.replace(
+        cached, feature_bound=bound, feature_bound_where=where, tokens=tokens
+    )
+
+
+def _compute_transformer_norms(encoder: nn.Module, bound: float, where: str) -> TransformerNorms:
+    from tfbound.inspect import inspect_module
+
+    result = inspect_module(encoder, select=rows_read)
     ln_bounds = tuple(
         layernorm_output_bound(*ln_tensors(encoder, r.name))
         for r in result.layers
         if r.kind == "layernorm"
     )
-    return TransformerNorms(
-        bound, where, tuple(result.heads), tuple(result.layers), ln_bounds, tokens
-    )
+    return TransformerNorms(bound, where, tuple(result.heads), tuple(result.layers), ln_bounds, 0)
 
 
 def _layer_distances(encoder: nn.Module, reference: nn.Module) -> dict[str, float]:

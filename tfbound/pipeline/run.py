@@ -15,7 +15,7 @@ The whole estimate runs under ``torch.inference_mode()``; the caller's grad mode
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,8 @@ from tfbound.bounds.tight import (
     tightness_terms,
 )
 from tfbound.config import BoundSpec, Config, load_config
-from tfbound.errors import ConfigError
-from tfbound.features import ProgressFn
+from tfbound.errors import ConfigError, UsageError
+from tfbound.features import DTYPES, ProgressFn, placement, resolve_device
 from tfbound.io.digest import sha256_file
 from tfbound.keys import DETERMINISTIC_CERTIFICATES, TermKey
 from tfbound.measures.network import ROUNDING, Affine
@@ -116,6 +116,8 @@ def estimate(
     transfer: TransferInput | None = None,
     capacity: str = "full",
     drop_pool_overlap: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Report:
     """Load the models and data named in ``config`` and compute the itemised bound.
 
@@ -126,9 +128,13 @@ def estimate(
     the certificates on the head do not need them).
     ``drop_pool_overlap``: drop the pool examples found in another split (counted in the
     report's ``data.downstream_unlabeled`` and a warning) instead of refusing the pool.
+    ``device`` (``cpu``, ``cuda``, ``auto``) and ``dtype`` (``float32``, ``float64``,
+    ``bfloat16``): where the encoder's feature passes run (``tfbound.features.placement``); the
+    features are float64 on the CPU before any bound, and every bound is computed in float64.
     The caller's grad mode and the modules' state are left as they were.
     """
     check_capacity_mode(capacity)
+    check_placement(device, dtype)  # a missing GPU is refused before anything is loaded
     cfg = config if isinstance(config, Config) else load_config(config)
     with torch.inference_mode():
         # Stages 1-2: models and splits, read from the configuration's files.
@@ -149,7 +155,17 @@ def estimate(
             progress=progress,
             transfer=transfer,
             capacity=capacity,
+            device=device,
+            dtype=dtype,
         )
+
+
+def check_placement(device: str | None, dtype: str | None) -> None:
+    """``UsageError`` for an unknown device or dtype, ``DeviceError`` for a missing GPU."""
+    if device is not None:
+        resolve_device(device)
+    if dtype is not None and dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
 
 
 def config_record(cfg: Config) -> Record:
@@ -206,11 +222,17 @@ def estimate_prepared(
     progress: ProgressFn | None = None,
     transfer: TransferInput | None = None,
     capacity: str = "full",
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Report:
     """Stages 3-6 on built models (in eval mode) and loaded splits: the one code path of the
-    config route (:func:`estimate`) and the in-memory route (``tfbound.api.estimate``)."""
+    config route (:func:`estimate`) and the in-memory route (``tfbound.api.estimate``).
+    ``device`` and ``dtype``: where the feature passes run (see :func:`estimate`)."""
     check_capacity_mode(capacity)
+    check_placement(device, dtype)
     with torch.inference_mode():
+        if device is not None or dtype is not None:
+            models = replace(models, placement=placement(models.encoder, device, dtype))
         return _estimate(setup, models, splits, record, progress, transfer, capacity)
 
 

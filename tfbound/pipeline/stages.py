@@ -18,7 +18,7 @@ from torch import nn
 
 from tfbound.config import ArraySource, BoundSpec, Config, ModuleSpec, PretextSpec
 from tfbound.errors import DataError, first_line
-from tfbound.features import ProgressFn, feature_batches, input_batches
+from tfbound.features import EncoderPlacement, ProgressFn, feature_batches, input_batches
 from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
 from tfbound.io.overlap import pool_overlap
 from tfbound.models.build import build_module, feature_dim_of, load_head
@@ -40,6 +40,8 @@ class Models:
     head_details: Mapping[str, object] = field(default_factory=dict)
     #: lines for the report's warnings about how the models were read (a 2-logit head, ...)
     notes: tuple[str, ...] = ()
+    #: where the feature passes run (``--device``, ``--dtype``); None: the CPU float32 pass
+    placement: EncoderPlacement | None = None
 
 
 @dataclass(frozen=True)
@@ -367,11 +369,18 @@ def feature_pass(
         path=where.path,
         task=task,
         progress=progress,
+        where=models.placement,
     ):
-        scores.append(models.head(z).to(torch.float64).numpy())
+        # A placed pass returns float64 features; the head reads them in its own dtype.
+        head_in = z if models.placement is None else z.to(_dtype_of(models.head))
+        scores.append(models.head(head_in).to(torch.float64).numpy())
         if keep_features:
             feats.append(z.to(torch.float64).numpy())
     return Pass(np.concatenate(feats) if keep_features else None, np.concatenate(scores))
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in module.parameters()), torch.float32)
 
 
 @torch.inference_mode()
