@@ -161,11 +161,15 @@ def test_layernorm_bound_holds_and_is_nearly_tight() -> None:
     gain = torch.zeros(d, dtype=torch.float64)
     gain[0] = 2.0
     bound = layernorm_output_bound(gain, None)
-    assert bound == pytest.approx(2 * math.sqrt(d - 1), rel=FLOAT64_SOLVER)
+    # the exact bound of real arithmetic, widened for float32 rounding by 1 + 8 d 2^-24
+    assert bound == pytest.approx(2 * math.sqrt(d - 1) * (1 + 8 * d * 2.0**-24), rel=FLOAT64_SOLVER)
     e1 = torch.zeros(1, d, dtype=torch.float64)
     e1[0, 0] = 1.0
     out = nn.functional.layer_norm(e1, (d,), gain, None, eps=1e-12)
-    assert float(out.norm()) == pytest.approx(bound, rel=FLOAT64_SOLVER)
+    assert float(out.norm()) == pytest.approx(bound / (1 + 8 * d * 2.0**-24), rel=FLOAT64_SOLVER)
+    # in float32 the exact value is exceeded by rounding, and the widened bound still holds
+    out32 = nn.functional.layer_norm(e1.float(), (d,), gain.float(), None, eps=1e-12)
+    assert float(out32.double().norm()) <= bound
 
 
 def _report(path: Path, **bound: Any) -> dict[str, Any]:

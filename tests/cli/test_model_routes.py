@@ -61,6 +61,7 @@ def test_hf_text_route(tmp_path: Path, kind: str) -> None:
     data = _route(tmp_path, folder, train, test)
     assert data["model"]["encoder"]["arch"] == "hf"
     assert data["model"]["encoder"]["feature_dim"] == 32
+    _transformer_terms_match_inspect(tmp_path / "run" / "tfbound.yaml", data)
 
 
 @pytest.mark.parametrize("kind", ["vit", "vit_mae"])
@@ -76,6 +77,23 @@ def test_hf_image_route(tmp_path: Path, kind: str) -> None:
     )
     assert data["data"]["downstream_train"]["input_shape"] == [1, 8, 8]
     assert any("arch: hf" in w for w in data["warnings"]) or data["warnings"]
+    _transformer_terms_match_inspect(tmp_path / "run" / "tfbound.yaml", data)
+
+
+def _transformer_terms_match_inspect(config: Path, data: dict) -> None:
+    """An HF encoder's per-head maxima are those `tfbound inspect` lists for the same model, the
+    capacity proxies are there (status proxy), and the certified feature norm bounds every
+    training feature."""
+    code, out, err = run_cli("inspect", str(config), "-f", "json", "-q")
+    assert code == 0, err
+    heads = json.loads(out)["heads"]
+    terms = data["terms"]
+    qk = max(h["qk_spectral_norm"]["value"] for h in heads)
+    assert terms["attention_qk_spectral_max"]["value"] == pytest.approx(qk, rel=1e-12)
+    assert terms["transformer_capacity_tt"]["status"] == "proxy"
+    feature = terms["feature_norm"]
+    assert feature["status"] == "certified"
+    assert feature["details"]["observed_max_train"] <= feature["value"]
 
 
 def test_minilm_text_route(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ known elementwise activations as a list of :class:`~tfbound.measures.network.Aff
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -17,6 +20,7 @@ from tfbound.measures.network import (
     Activation,
     Affine,
     f64,
+    float32_slack,
     layernorm_output_bound,
 )
 
@@ -89,9 +93,51 @@ def mlp_chain(module: nn.Module) -> list[Affine] | None:
     return None
 
 
-def transformer_feature_norm(encoder: nn.Module) -> tuple[float, str]:
+def _hf_feature_norm(encoder: nn.Module) -> tuple[float | None, str]:
+    """The data-free feature norm bound of an ``arch: hf`` encoder, where its architecture gives
+    one: a final LayerNorm whose output every pooled token is (BERT and RoBERTa: the last
+    layer's ``output.LayerNorm``, post-LN; DistilBERT: ``output_layer_norm``; ViT, ViT-MAE and
+    DINOv2: the top ``layernorm``), the ``tanh`` pooler (``sqrt(d)``), or l2-normalised features
+    (1). None (and why) for an intermediate ``layer`` of a pre-LN model or another type."""
+    enc: Any = encoder
+    model: Any = enc.model
+    kind = str(enc.model_type)
+    if enc.normalize:
+        d = int(getattr(model.config, "hidden_size", 0) or 0)
+        return float32_slack(max(d, 1)), "l2-normalised features (norm 1, float32 rounding)"
+    if enc.pooling == "pooler":
+        pooler = getattr(model, "pooler", None)
+        activation = getattr(pooler, "activation", None)
+        dense = getattr(pooler, "dense", None)
+        if isinstance(activation, nn.Tanh) and isinstance(dense, nn.Linear):
+            return (
+                math.sqrt(dense.out_features),
+                "the tanh pooler: each coordinate in [-1, 1] (float32 tanh stays in it)",
+            )
+        return None, "a pooler that is not dense + tanh"
+    if enc.layer != "last":
+        return None, "an intermediate hidden state (no LayerNorm ends it in every architecture)"
+    final: nn.Module | None = None
+    if kind in ("bert", "roberta"):
+        final = model.encoder.layer[-1].output.LayerNorm
+    elif kind == "distilbert":
+        final = model.transformer.layer[-1].output_layer_norm
+    elif kind in ("vit", "vit_mae", "dinov2"):
+        final = getattr(model, "layernorm", None)
+    if not isinstance(final, nn.LayerNorm):
+        return None, f"a {kind} model (no final LayerNorm tfbound knows of)"
+    pool = "CLS token" if enc.pooling == "cls" else "mean over tokens"
+    return layernorm_output_bound(final.weight, final.bias), f"its final LayerNorm, {pool}"
+
+
+def transformer_feature_norm(encoder: nn.Module) -> tuple[float | None, str]:
+    """The data-free feature norm bound of a transformer encoder and where it comes from (None
+    where no bound is known: an ``arch: hf`` model without a final LayerNorm)."""
     from tfbound.models.bert import BertEncoder
     from tfbound.models.vit import ViTEncoder
+
+    if type(encoder).__name__ == "HFEncoder":
+        return _hf_feature_norm(encoder)
 
     if isinstance(encoder, ViTEncoder):
         ln = encoder.norm
@@ -104,7 +150,8 @@ def transformer_feature_norm(encoder: nn.Module) -> tuple[float, str]:
     assert isinstance(final, nn.LayerNorm)
     bound = layernorm_output_bound(final.weight, final.bias)
     if encoder.normalize:
-        return min(1.0, bound), "l2-normalised features (norm 1)"
+        d = int(final.weight.numel())
+        return min(float32_slack(d), bound), "l2-normalised features (norm 1, float32 rounding)"
     return bound, f"last post-norm LayerNorm, {encoder.pooling} pooling"
 
 
@@ -115,6 +162,11 @@ def ln_tensors(encoder: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tenso
 
 
 def vit_tokens(encoder: nn.Module) -> int:
+    """The sequence length of an image transformer: its patches, plus the CLS token."""
+    shape = getattr(encoder, "image_shape", None)
+    if type(encoder).__name__ == "HFEncoder" and shape is not None:  # HF image models: + CLS
+        p = int(getattr(encoder, "patch_size", 1))
+        return (int(shape[1]) // p) * (int(shape[2]) // p) + 1
     n = int(getattr(encoder, "num_patches", 1))
     return n + (1 if getattr(encoder, "pool", "") == "cls" else 0)
 

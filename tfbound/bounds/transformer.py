@@ -30,7 +30,8 @@ TT_SOURCE = (
 class TransformerNorms:
     """What the transformer terms read: plain numbers and the rows of ``tfbound.inspect``."""
 
-    feature_bound: float  # bound on every feature vector's norm (the encoder's final LayerNorm)
+    #: bound on every feature vector's norm (the encoder's final LayerNorm); None: none known
+    feature_bound: float | None
     feature_bound_where: str
     heads: tuple[HeadRow, ...]
     layers: tuple[LayerRow, ...]
@@ -69,19 +70,23 @@ def transformer_terms(
     without ``per_head``."""
     bound, where = norms.feature_bound, norms.feature_bound_where
     observed = observed_max_train
-    out = [
-        Term(
-            key="feature_norm",
-            value=bound,
-            status=Status.CERTIFIED,
-            quantity="feature_norm",
-            formula="min(sqrt(d) ||g||_inf, sqrt(d-1) ||g||_2) + ||beta||_2 of the LayerNorm "
-            f"that ends the encoder ({where}); data-free, any input",
-            source=FEATURE_NORM_SOURCE,
-            confidence=1.0,
-            details={"observed_max_train": observed},
+    out: list[Term] = []
+    if bound is None:
+        warnings.append(f"no certified feature norm: {where}")
+    else:
+        out.append(
+            Term(
+                key="feature_norm",
+                value=bound,
+                status=Status.CERTIFIED,
+                quantity="feature_norm",
+                formula="min(sqrt(d) ||g||_inf, sqrt(d-1) ||g||_2) + ||beta||_2 of the LayerNorm "
+                f"that ends the encoder ({where}); data-free, any input",
+                source=FEATURE_NORM_SOURCE,
+                confidence=1.0,
+                details={"observed_max_train": observed},
+            )
         )
-    ]
     if not per_head:
         return out
     if not norms.heads:

@@ -120,15 +120,29 @@ def feature_norm_bound(layers: Sequence[Affine], input_bound: float) -> list[flo
     return bounds[1:]
 
 
+#: the unit roundoff of float32, the precision encoders run in
+FLOAT32_UNIT = 2.0**-24
+
+
+def float32_slack(d: int) -> float:
+    """``1 + 8 d u`` (``u = 2^-24``): covers the float32 rounding of a LayerNorm or an
+    l2-normalisation of ``d`` entries (a sum of ``d`` terms errs by at most ``d u`` relative, the
+    mean, variance, square root and scaling add a few more ``u``). The exact bound of a
+    computation done in real numbers is exceeded by float32 outputs: an initialised LayerNorm
+    (gain 1, shift 0) gives tokens of norm ``sqrt(d)`` to within rounding."""
+    return 1.0 + 8.0 * d * FLOAT32_UNIT
+
+
 def layernorm_output_bound(gain: torch.Tensor, shift: torch.Tensor | None) -> float:
-    """``min(sqrt(d) ||g||_inf, sqrt(d - 1) ||g||_2) + ||beta||_2``, times ``1 + 1e-10``: a bound
-    on the norm of any LayerNorm output (the normalised vector ``u`` has ``||u||^2 <= d`` and
-    ``sum u = 0``, so ``u_i^2 <= d - 1``)."""
+    """``(min(sqrt(d) ||g||_inf, sqrt(d - 1) ||g||_2) + ||beta||_2) (1 + 8 d 2^-24)``, times
+    ``1 + 1e-10``: a bound on the norm of any LayerNorm output computed in float32 (the
+    normalised vector ``u`` has ``||u||^2 <= d`` and ``sum u = 0``, so ``u_i^2 <= d - 1``; the
+    factor covers float32 rounding, :func:`float32_slack`)."""
     g = f64(gain).reshape(-1)
     d = g.numel()
     scale = min(math.sqrt(d) * float(g.abs().max()), math.sqrt(max(d - 1, 0)) * float(g.norm()))
     beta = 0.0 if shift is None else float(f64(shift).norm())
-    return (scale + beta) * ROUNDING
+    return (scale + beta) * float32_slack(d) * ROUNDING
 
 
 def sum_sq_with_constant(x: np.ndarray, bias_const: float) -> float:
@@ -143,6 +157,7 @@ def observed_max_norm(features: np.ndarray) -> float:
 
 
 __all__ = [
+    "FLOAT32_UNIT",
     "GELU_LIPSCHITZ",
     "IDENTITY",
     "ROUNDING",
@@ -151,6 +166,7 @@ __all__ = [
     "augmented_matrices",
     "f64",
     "feature_norm_bound",
+    "float32_slack",
     "frobenius_product",
     "grs_factor",
     "grs_rademacher",

@@ -83,6 +83,7 @@ def capacity_stage(
     certificates that need the network's norms (the fine-tuned route, the pretext certificate).
     ``mode``: ``fast``, no per-layer norm pass of a transformer; ``off``, the certificates only."""
     from tfbound.models.bert import BertEncoder
+    from tfbound.models.hf import HFEncoder
     from tfbound.models.vit import ViTEncoder
 
     if isinstance(cfg, Config):
@@ -152,7 +153,7 @@ def capacity_stage(
             out.bounds += route.bounds
             out.warnings += route.warnings
         out.terms += _pretext_certificate(cfg, models, splits, pretext_train, budget, out.warnings)
-    elif isinstance(models.encoder, ViTEncoder | BertEncoder):
+    elif isinstance(models.encoder, ViTEncoder | BertEncoder | HFEncoder):
         fast = mode == "fast"
         if fast:
             out.warnings.append(CAPACITY_FAST)
@@ -268,7 +269,9 @@ def _transformer_norms(
     )
 
 
-def _compute_transformer_norms(encoder: nn.Module, bound: float, where: str) -> TransformerNorms:
+def _compute_transformer_norms(
+    encoder: nn.Module, bound: float | None, where: str
+) -> TransformerNorms:
     from tfbound.inspect import inspect_module
 
     result = inspect_module(encoder, select=rows_read)

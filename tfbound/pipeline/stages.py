@@ -233,8 +233,9 @@ def _model_notes(cfg: Config, head_notes: tuple[str, ...]) -> tuple[str, ...]:
     notes = list(head_notes)
     if cfg.encoder.arch == "hf":
         notes.append(
-            "a Hugging Face encoder (arch: hf): no certified capacity term reads its layers; "
-            "the certificates on the head (sections 2 and 10) hold for its frozen features"
+            "a Hugging Face encoder (arch: hf): its capacity numbers are the transformer proxies "
+            "and per-head norms (and the feature norm where a final LayerNorm bounds it); the "
+            "certificates on the head (sections 2 and 10) hold for its frozen features"
         )
     return tuple(notes)
 
