@@ -238,6 +238,9 @@ class DataSpec:
     pretrain_val: ArraySource | None = None
     #: unlabeled downstream inputs, disjoint from S, the test split and everything the encoder saw
     downstream_unlabeled: ArraySource | None = None
+    #: the unlabeled inputs RadReg used in pre-training (bound-spec 9): read only to check that
+    #: the pool is disjoint from them
+    radreg: ArraySource | None = None
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,7 @@ class Config:
                 "downstream_train",
                 "downstream_test",
                 "downstream_unlabeled",
+                "radreg",
             )
             if (src := getattr(self.data, name)) is not None
         }
@@ -679,7 +683,7 @@ def _image_transform(raw: Any, key: str, path: Path) -> ImageTransform:
 def _data_spec(raw: Any, base: Path, path: Path) -> DataSpec:
     section = _mapping(raw, "'data'", path)
     labeled = {"downstream_train", "downstream_test"}
-    unlabeled = {"pretrain_train", "pretrain_val", "downstream_unlabeled"}
+    unlabeled = {"pretrain_train", "pretrain_val", "downstream_unlabeled", "radreg"}
     reject_unknown(section, labeled | unlabeled, "'data'", path)
     if "downstream_train" not in section:
         raise ConfigError("'data' needs 'downstream_train'", path=path)

@@ -57,6 +57,8 @@ class Splits:
     warnings: tuple[str, ...] = ()
     #: ``data.downstream_unlabeled`` of the report, when ``--drop-pool-overlap`` was given
     pool_record: Mapping[str, Any] | None = None
+    #: ``data.radreg``, read (with a pool) for the disjointness check only
+    radreg: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Setup:
     pool: Where | None = None
     pretrain_train: Where | None = None
     pretrain_val: Where | None = None
+    radreg: Where | None = None
     reference_name: str | None = None
     #: drop the pool rows found in another split (``--drop-pool-overlap``) instead of refusing
     drop_pool_overlap: bool = False
@@ -105,6 +108,7 @@ def setup_of(cfg: Config, *, drop_pool_overlap: bool = False) -> Setup:
         pool=where(d.downstream_unlabeled),
         pretrain_train=where(d.pretrain_train),
         pretrain_val=where(d.pretrain_val),
+        radreg=where(d.radreg),
         reference_name=None if cfg.encoder.reference is None else str(cfg.encoder.reference),
         drop_pool_overlap=drop_pool_overlap,
     )
@@ -281,7 +285,8 @@ def load_splits(
                 f"{cut} of {x.shape[0]} texts of {name} were truncated to the encoder's "
                 f"max_length of {x.max_length} tokens"
             )
-    return Splits(train, test, pool, pre_tr, pre_va, warnings=tuple(warnings))
+    radreg = None if pool is None or d.radreg is None else load_in(d.radreg)
+    return Splits(train, test, pool, pre_tr, pre_va, warnings=tuple(warnings), radreg=radreg)
 
 
 def checked_pool(splits: Splits, setup: Setup) -> Splits:
@@ -301,6 +306,7 @@ def checked_pool(splits: Splits, setup: Setup) -> Splits:
     for label, x, where in (
         ("the pre-training split data.pretrain_train", splits.pretrain_train, setup.pretrain_train),
         ("the pre-training split data.pretrain_val", splits.pretrain_val, setup.pretrain_val),
+        ("the RadReg set data.radreg", splits.radreg, setup.radreg),
     ):
         if x is not None:
             others.append((_named(label, where), x))
