@@ -371,7 +371,9 @@ def estimate(
     delta: Annotated[
         float | None,
         typer.Option(
-            min=0.0, max=1.0, help="Total failure probability, split by the config's shares."
+            help="Failure probability of the best certificate, in (0, 1): split among the "
+            "certificates computed (the test-set bound and pretext statements have their own).",
+            show_default=False,
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the Monte Carlo sign draws.")] = None,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tfbound.errors import ConfigError, first_line
+from tfbound.errors import ConfigError, first_line, missing
 from tfbound.keys import HEADLINE_SHARES
 from tfbound.paths import relative_path
 from tfbound.terms import to_plain
@@ -350,7 +350,7 @@ def resolve_config_path(path: str | Path) -> Path:
     if p.is_dir():
         p = p / CONFIG_FILENAME
     if not p.is_file():
-        raise ConfigError("config file not found", path=p)
+        raise ConfigError(f"config file {missing(p)}", path=p)
     return p
 
 

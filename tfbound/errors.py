@@ -68,3 +68,12 @@ class UsageError(TfboundError):
 
 class DeviceError(UsageError):
     """The device asked for (``--device cuda``) is not available on this machine (exit 2)."""
+
+
+def missing(path: object) -> str:
+    """Why ``path`` cannot be read as a file: "not found", or "not a regular file" (a folder, a
+    FIFO or a device exists there)."""
+    from pathlib import Path
+
+    p = Path(str(path))
+    return "is not a regular file (a folder, FIFO or device)" if p.exists() else "not found"

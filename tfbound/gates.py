@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from tfbound.errors import InputError, UsageError, first_line
+from tfbound.errors import InputError, UsageError, first_line, missing
 from tfbound.report import envelope
 from tfbound.yaml_input import MAX_YAML_BYTES, load_yaml
 
@@ -181,7 +181,7 @@ def load_gates_file(path: str | Path) -> tuple[Gate, ...]:
     ``[tool.tfbound.gates]`` table (any ``.toml`` file is read that way)."""
     p = Path(path)
     if not p.is_file():
-        raise InputError("gates file not found", path=p)
+        raise InputError(f"gates file {missing(p)}", path=p)
     if p.stat().st_size > MAX_YAML_BYTES:
         raise InputError(f"gates file over {MAX_YAML_BYTES} bytes", path=p)
     try:

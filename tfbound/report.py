@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tfbound import __version__
-from tfbound.errors import InputError, first_line
+from tfbound.errors import InputError, first_line, missing
 from tfbound.keys import Role
 from tfbound.terms import Status, Term, term_from_dict, to_plain
 
@@ -302,7 +302,7 @@ def read_report(path: str | Path) -> Report:
     file over ``MAX_REPORT_BYTES`` is an ``InputError`` (exit 3) saying what was found."""
     p = Path(path)
     if not p.is_file():
-        raise InputError("report file not found", path=p)
+        raise InputError(f"report file {missing(p)}", path=p)
     if p.stat().st_size > MAX_REPORT_BYTES:
         raise InputError(f"report file over {MAX_REPORT_BYTES >> 20} MiB", path=p)
     try:

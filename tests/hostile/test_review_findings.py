@@ -87,3 +87,24 @@ def test_certify_takes_a_size_one_bias_and_refuses_more() -> None:
     assert json.dumps(a.to_dict()["bounds"]) == json.dumps(b.to_dict()["bounds"])
     with pytest.raises(UsageError, match="one bias"):
         tfbound.certify(z, y, w, np.array([0.1, 0.2]), n_draws=50)
+
+
+def test_a_fifo_or_folder_is_not_called_missing(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "report.json"
+    os.mkfifo(fifo)
+    code, _, err = run_cli("check", str(fifo), "--gates", str(tmp_path / "g.yaml"))
+    assert code == 3 and "not a regular file" in err  # read without blocking on the FIFO
+    code, _, err = run_cli("check", str(tmp_path), "--gates", str(tmp_path / "g.yaml"))
+    assert code == 3 and "not a regular file" in err
+    code, _, err = run_cli("check", str(tmp_path / "none.json"), "--gates", str(tmp_path / "g"))
+    assert code == 3 and "not found" in err
+
+
+def test_compare_of_a_report_with_itself_says_nothing_changed() -> None:
+    from tests.helpers import REPO_ROOT
+
+    report = REPO_ROOT / "tests" / "golden" / "inputs" / "ce_mlp.json"
+    code, out, _ = run_cli("compare", str(report), str(report))
+    assert code == 0 and "no term or layer changed" in out and "key" not in out.split("\n")[3]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tfbound.errors import CheckpointError, first_line
+from tfbound.errors import CheckpointError, first_line, missing
 from tfbound.json_input import loads as bounded_json
 
 PathLike = str | os.PathLike[str]
@@ -53,7 +53,7 @@ class CheckpointFiles:
 
 
 def _not_found(path: Path) -> CheckpointError:
-    return CheckpointError("checkpoint file not found", path=path)
+    return CheckpointError(f"checkpoint file {missing(path)}", path=path)
 
 
 def _bad_safetensors(path: Path, exc: BaseException) -> CheckpointError:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from tfbound.config import ArraySource
-from tfbound.errors import DataError, first_line
+from tfbound.errors import DataError, first_line, missing
 
 #: the most bytes one array may claim (its header's shape x itemsize) before it is read
 MEMORY_BUDGET_BYTES = 8 * 2**30
@@ -102,7 +102,7 @@ class LabeledArrays:
 
 def _load_array(path: Path, key: str) -> np.ndarray:
     if not path.is_file():
-        raise DataError("data file not found", path=path)
+        raise DataError(f"data file {missing(path)}", path=path)
     suffix = path.suffix
     try:
         if suffix == ".npy":

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tfbound.config import ArraySource
-from tfbound.errors import DataError, first_line
+from tfbound.errors import DataError, first_line, missing
 
 #: the most bytes a table file (CSV, TSV, JSONL, Parquet) may have before it is read
 MAX_TABLE_BYTES = 4 * 2**30
@@ -51,7 +51,7 @@ def check_file_size(path: Path, limit: int | None = None) -> None:
     """A file that exists, is not empty and has at most ``limit`` bytes (``MAX_TABLE_BYTES``)."""
     limit = MAX_TABLE_BYTES if limit is None else limit
     if not path.is_file():
-        raise DataError("data file not found", path=path)
+        raise DataError(f"data file {missing(path)}", path=path)
     size = path.stat().st_size
     if size > limit:
         raise DataError(f"the file has {size} bytes, over the limit of {limit}", path=path)

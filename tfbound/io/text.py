@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tfbound.config import MAX_SIZE, ArraySource, ModuleSpec
-from tfbound.errors import ConfigError, DataError, InputError, first_line
+from tfbound.errors import ConfigError, DataError, InputError, first_line, missing
 from tfbound.io.datasets import LabeledArrays
 from tfbound.io.overlap import text_digest
 from tfbound.json_input import loads as bounded_json
@@ -96,7 +96,7 @@ def load_tokenizer(path: Path, max_length: int) -> Any:
             f"text data needs the optional 'tokenizers' package: {BERT_EXTRA_HINT}"
         ) from exc
     if not path.is_file():
-        raise InputError("tokenizer file not found", path=path)
+        raise InputError(f"tokenizer file {missing(path)}", path=path)
     if path.stat().st_size > MAX_TOKENIZER_BYTES:
         raise InputError(f"tokenizer file is over {MAX_TOKENIZER_BYTES} bytes", path=path)
     try:
@@ -236,7 +236,7 @@ def read_texts(source: ArraySource, labeled: bool) -> tuple[list[str], np.ndarra
     """Texts (and raw labels) of a ``.npz`` with a ``<U`` array or of a ``.jsonl`` file."""
     path = source.path
     if not path.is_file():
-        raise DataError("data file not found", path=path)
+        raise DataError(f"data file {missing(path)}", path=path)
     labels: Any = None
     if path.suffix == ".npz":
         from tfbound.io.datasets import _check_npz_member

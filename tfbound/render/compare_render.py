@@ -97,7 +97,7 @@ def compare_table(data: dict[str, Any], show_all: bool = False) -> RenderableTyp
     ]
     title = "changes by impact (|relative change|)"
     table = FitTable(columns, cells, title=title, row_styles=[_style(r) for r in rows])
-    parts: list[RenderableType] = [head, table]
+    parts: list[RenderableType] = [head, table if rows else Text("no term or layer changed")]
     if hidden:
         parts.append(Text(f"{hidden} unchanged rows not shown (--all shows them)", style="dim"))
     parts += [Text(f"note: {n}", style="yellow") for n in data["notes"]]

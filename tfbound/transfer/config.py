@@ -52,7 +52,7 @@ from tfbound.config import (
     parse_config,
     reject_unknown,
 )
-from tfbound.errors import ConfigError, first_line
+from tfbound.errors import ConfigError, first_line, missing
 from tfbound.measures.transfer_fit import DEFAULT_BETA_GRID
 from tfbound.paths import relative_path
 from tfbound.yaml_input import read_yaml_file
@@ -199,7 +199,7 @@ def resolve_transfer_path(path: str | Path) -> Path:
     if p.is_dir():
         p = p / TRANSFER_FILENAME if (p / TRANSFER_FILENAME).is_file() else p / CONFIG_FILENAME
     if not p.is_file():
-        raise ConfigError("config file not found", path=p)
+        raise ConfigError(f"config file {missing(p)}", path=p)
     return p.resolve()
 
 
