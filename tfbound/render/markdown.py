@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfbound.keys import Role, TermKey
-from tfbound.render.table import GROUPS
+from tfbound.keys import TermKey
 from tfbound.render.text import (
     details,
-    excess_risk_terms,
     fmt,
     fmt_interval,
     headline_lines,
     md_cell,
     md_code,
     ordered_bounds,
+    term_groups,
     term_note,
     tightness_of,
 )
@@ -82,41 +81,12 @@ def report_markdown(
                 f"| {name} | {value} | {fmt(total.get('confidence'))} "
                 f"| {fmt(tightness_of(report, total['key']))} |"
             )
-    terms: dict[str, dict[str, Any]] = report["terms"]
     shown: list[dict[str, Any]] = []
-    for total in ordered:
-        components = [terms[k] for k in total.get("components", []) if k in terms]
-        if components:
-            shown += components
-            title = f"{total['key']} = {fmt(total['value'])}, the sum of {len(components)} terms"
-            lines += details(title, _term_rows(components, report))
-    seen = {t["key"] for t in shown}
-    for title, role, statuses in GROUPS:
-        group = [
-            terms[k]
-            for k in sorted(terms)
-            if k not in seen
-            and terms[k].get("role") == role
-            and (statuses is None or terms[k]["status"] in statuses)
-        ]
-        if group:
-            seen.update(t["key"] for t in group)
-            shown += group
-            lines += details(f"{title} ({len(group)})", _term_rows(group, report))
-    decomposition = excess_risk_terms(report)
-    rest = [
-        t for k, t in sorted(terms.items()) if k not in seen and t["role"] != Role.DECOMPOSITION
-    ]
-    if rest:
-        shown += rest
-        lines += details(f"other terms ({len(rest)})", _term_rows(rest, report))
-    if decomposition:
-        shown += decomposition
-        title = (
-            "excess-risk decomposition (bound-spec 6.2): a different quantity, never compared "
-            "with the test-error certificates"
-        )
-        lines += details(title, _term_rows(decomposition, report))
+    for group in term_groups(report):
+        n = len(group.terms)
+        title = f"{group.title}, the sum of {n} terms" if group.total else f"{group.title} ({n})"
+        lines += details(title, _term_rows(group.terms, report))
+        shown += group.terms
     lines += formulas_block([*ordered, *shown])
     deltas = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(report["deltas"].items()))
     lines += ["", f"delta shares: {md_cell(deltas)}"]

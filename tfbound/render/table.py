@@ -15,28 +15,16 @@ from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
-from tfbound.keys import Role
 from tfbound.render.layout import Column, FitTable, render_text
 from tfbound.render.text import (
     STATUS_STYLE,
-    excess_risk_terms,
     fmt,
     fmt_interval,
     headline_lines,
     ordered_bounds,
+    term_groups,
     term_note,
     tightness_of,
-)
-
-#: The groups of terms under the certificates, in reading order: (title, role, statuses or None).
-GROUPS: tuple[tuple[str, Role, tuple[str, ...] | None], ...] = (
-    ("held out (the test split)", Role.HELDOUT, None),
-    ("pre-training task", Role.PRETEXT, None),
-    ("capacity", Role.CAPACITY, ("certified", "estimated", "assumed", "diagnostic")),
-    ("proxies (not bounds: for comparing models)", Role.CAPACITY, ("proxy",)),
-    ("diagnostics (tightness: a certificate over the test-set bound)", Role.DIAGNOSTIC, None),
-    ("transfer", Role.TRANSFER, None),
-    ("heterogeneity of the pre-training and downstream data", Role.HETEROGENEITY, None),
 )
 
 
@@ -141,37 +129,10 @@ def report_table(report: dict[str, Any], verbose: bool = False) -> RenderableTyp
     certs = certificates_table(report, verbose)
     if certs is not None:
         parts += [Text(""), certs]
-    terms: dict[str, dict[str, Any]] = report["terms"]
-    shown: set[str] = set()
-    for total in ordered_bounds(report):
-        components = [terms[k] for k in total.get("components", []) if k in terms]
-        if not components:
-            continue
-        shown.update(t["key"] for t in components)
-        title = f"{total['key']} = {fmt(total['value'])}, the sum of"
-        parts += [Text(""), terms_table(title, components, report, verbose, total)]
-    for title, role, statuses in GROUPS:
-        group = [
-            terms[k]
-            for k in sorted(terms)
-            if k not in shown
-            and terms[k].get("role") == role
-            and (statuses is None or terms[k]["status"] in statuses)
-        ]
-        shown.update(t["key"] for t in group)
-        if group:
-            parts += [Text(""), terms_table(title, group, report, verbose)]
-    decomposition = excess_risk_terms(report)
-    shown.update(t["key"] for t in decomposition)
-    rest = [terms[k] for k in sorted(terms) if k not in shown]
-    if rest:
-        parts += [Text(""), terms_table("other terms", rest, report, verbose)]
-    if decomposition:
-        title = (
-            "excess-risk decomposition (bound-spec 6.2): a different quantity, "
-            "never compared with the test-error certificates"
-        )
-        parts += [Text(""), terms_table(title, decomposition, report, verbose)]
+    for group in term_groups(report):
+        title = group.title if group.total is None else f"{group.title}, the sum of"
+        table = terms_table(title, group.terms, report, verbose, group.total)
+        parts += [Text(""), table]
     deltas = ", ".join(f"{k}={fmt(v)}" for k, v in sorted(report["deltas"].items()))
     parts += [Text(""), Text(f"delta shares: {deltas}", style="dim")]
     for warning in report["warnings"]:
@@ -186,4 +147,4 @@ def report_text(report: dict[str, Any], width: int = 100, verbose: bool = False)
     return render_text(report_table(report, verbose), width)
 
 
-__all__ = ["GROUPS", "certificates_table", "report_table", "report_text", "terms_table"]
+__all__ = ["certificates_table", "report_table", "report_text", "terms_table"]

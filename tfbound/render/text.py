@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tfbound.keys import Role, TermKey, tightness_key
@@ -173,3 +174,62 @@ def term_note(term: dict[str, Any], report: dict[str, Any]) -> str | None:
     if key == TermKey.PRETEXT_GENERALIZATION_GAP:
         return "held-out minus training pretext loss"
     return None
+
+
+#: The groups of terms under the certificates, in reading order: (title, role, statuses or None).
+GROUPS: tuple[tuple[str, Role, tuple[str, ...] | None], ...] = (
+    ("held out (the test split)", Role.HELDOUT, None),
+    ("pre-training task", Role.PRETEXT, None),
+    ("capacity", Role.CAPACITY, ("certified", "estimated", "assumed", "diagnostic")),
+    ("proxies (not bounds: for comparing models)", Role.CAPACITY, ("proxy",)),
+    ("diagnostics (tightness: a certificate over the test-set bound)", Role.DIAGNOSTIC, None),
+    ("transfer", Role.TRANSFER, None),
+    ("heterogeneity of the pre-training and downstream data", Role.HETEROGENEITY, None),
+)
+
+DECOMPOSITION_TITLE = (
+    "excess-risk decomposition (bound-spec 6.2): a different quantity, never compared with the "
+    "test-error certificates"
+)
+
+
+@dataclass(frozen=True)
+class TermGroup:
+    """A titled group of terms; ``total`` is the certificate the terms sum to, if they do."""
+
+    title: str
+    terms: list[dict[str, Any]]
+    total: dict[str, Any] | None = None
+
+
+def term_groups(report: dict[str, Any]) -> list[TermGroup]:
+    """Every term once, in reading order (the one grouping of the table and the markdown): each
+    certificate's components, then the groups of ``GROUPS`` by role (and status), any other
+    term, and the excess-risk decomposition last (another quantity)."""
+    terms: dict[str, dict[str, Any]] = report["terms"]
+    out: list[TermGroup] = []
+    shown: set[str] = set()
+    for total in ordered_bounds(report):
+        components = [terms[k] for k in total.get("components", []) if k in terms]
+        if components:
+            out.append(TermGroup(f"{total['key']} = {fmt(total['value'])}", components, total))
+            shown.update(t["key"] for t in components)
+    for title, role, statuses in GROUPS:
+        group = [
+            terms[k]
+            for k in sorted(terms)
+            if k not in shown
+            and terms[k].get("role") == role
+            and (statuses is None or terms[k]["status"] in statuses)
+        ]
+        if group:
+            out.append(TermGroup(title, group))
+            shown.update(t["key"] for t in group)
+    decomposition = excess_risk_terms(report)
+    shown.update(t["key"] for t in decomposition)
+    rest = [terms[k] for k in sorted(terms) if k not in shown]
+    if rest:
+        out.append(TermGroup("other terms", rest))
+    if decomposition:
+        out.append(TermGroup(DECOMPOSITION_TITLE, decomposition))
+    return out
