@@ -449,8 +449,7 @@ def _section10(
     c = b.bias_const
     features = train_pass.features
     assert features is not None
-    linear = isinstance(models.head, LinearHead)
-    pac: PacBayesResult | None = None
+    pac: PacBayesResult | None = None  # computed for a linear head only
     theta_aug = (
         _augmented_linear_head(models.head, c) if isinstance(models.head, LinearHead) else None
     )
@@ -520,7 +519,7 @@ def _section10(
             )
         )
         out.spent |= {"disagreement_prior", "disagreement_pool"}
-    if pac is not None and linear and budget.has("pac_bayes_pool"):
+    if pac is not None and budget.has("pac_bayes_pool"):
         pool_result = pac_bayes_pool(
             pac, features, y, pool_pass.features, delta_c=budget.per_candidate("pac_bayes_pool")
         )
