@@ -28,6 +28,7 @@ from typing import Any
 from tfbound.errors import InputError
 from tfbound.keys import TermKey
 from tfbound.measures.binomial import clopper_pearson_upper, kl_inv, xi
+from tfbound.measures.gaussian import phi_scalar
 
 #: labeled sizes (multiples of the report's n) and pool sizes (multiples of its m) tabulated
 N_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -48,10 +49,6 @@ def _xi(n: int) -> float:
 
 def _cp(rate: float, n: int, delta: float) -> float:
     return clopper_pearson_upper(min(n, max(0, round(rate * n))), n, delta)
-
-
-def _phi(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,7 @@ def _pac_bayes(pb: Mapping[str, Any], n: int) -> Projection:
     upper = _gibbs_upper(pb, n)
 
     def project(n_new: int, m_new: int) -> float:
-        return min(1.0, upper(n_new, pb["empirical_loss"], pb["kl"]) / _phi(pb["tau"]))
+        return min(1.0, upper(n_new, pb["empirical_loss"], pb["kl"]) / phi_scalar(pb["tau"]))
 
     return project
 
