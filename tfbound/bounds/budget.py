@@ -106,9 +106,14 @@ class DeltaBudget:
         """Every share of ``delta`` (``delta * fraction``) and every separate statement's level."""
         return {**{name: self.share(name) for name in self.fractions}, **self.separate}
 
-    def to_dict(self) -> dict[str, float]:
-        """``delta`` and every share, for the report."""
-        return {"delta": self.delta, **self.shares()}
+    def to_dict(self, made: Iterable[str] | None = None) -> dict[str, float]:
+        """``delta`` and every share, for the report; of the separate statements only those
+        ``made`` (all when None): a level of a statement the report does not make means nothing."""
+        shares = self.shares()
+        if made is not None:
+            kept = set(made)
+            shares = {k: v for k, v in shares.items() if k not in self.separate or k in kept}
+        return {"delta": self.delta, **shares}
 
 
 __all__ = ["HEADLINE_SHARES", "SEPARATE_STATEMENTS", "DeltaBudget", "headline_fractions"]

@@ -183,6 +183,14 @@ def config_record(cfg: Config) -> Record:
     )
 
 
+#: The separate statements and the term each one makes (its level is reported only when made).
+STATEMENT_TERMS = {
+    "test_set": TermKey.TEST_SET_BOUND,
+    "pretext_heldout": TermKey.PRETEXT_HELDOUT_RISK,
+    "pretext_certificate": TermKey.PRETEXT_RISK_BOUND,
+}
+
+
 def budget_of(
     cfg: Config | Setup | BoundSpec,
     *,
@@ -704,7 +712,9 @@ def _report(
         config=record.config,
         model=model,
         data=data,
-        deltas=budget.to_dict(),
+        deltas=budget.to_dict(
+            made=(s for s, key in STATEMENT_TERMS.items() if any(t.key == key for t in terms))
+        ),
         terms=tuple(terms),
         bounds=tuple(bounds),
         warnings=tuple(warnings),
