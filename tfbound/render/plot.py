@@ -433,11 +433,15 @@ def _draw_bar(
         hatch="///" if _role(term) == Role.HELDOUT else None,
         edgecolor="white",
     )
-    text = fmt_value(value) + (f"\n{VACUOUS}" if vacuous else "")
+    _value_label(ax, x, value, top, vacuous)
+
+
+def _value_label(ax: Any, x: float, value: float, top: float, vacuous: bool) -> None:
+    """A bar's value above it, muted and marked when the certificate is vacuous."""
     ax.text(
         x,
         value + 0.015 * top,
-        text,
+        fmt_value(value) + (f"\n{VACUOUS}" if vacuous else ""),
         ha="center",
         va="bottom",
         fontsize=7,
@@ -485,17 +489,7 @@ def _draw_stacked(
         bottom += value
     total = _number(term)
     if total is not None:
-        text = fmt_value(total) + (f"\n{VACUOUS}" if vacuous else "")
-        ax.text(
-            x,
-            total + 0.015 * top,
-            text,
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            color=MUTED_TEXT if vacuous else "black",
-            zorder=5,
-        )
+        _value_label(ax, x, total, top, vacuous)
     if not thin:
         return []
     name = SHORT_NAMES.get(str(term.get("key")), str(term.get("key")))
