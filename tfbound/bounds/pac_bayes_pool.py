@@ -155,8 +155,9 @@ def pac_bayes_pool(
 def pac_bayes_pool_term(result: PacBayesPoolResult, confidence: float) -> Term:
     r = result
     formula = (
-        "pac_bayes_pool_bound = min(1, min_k [E_k + D_k]) over mu_k = 2^(k/4), k=-8..56 "
-        f"(J_mu={r.n_mu_grid}): E_k = kl_inv(e_hat_0(Q_mu), (KL + log(xi(n2) J_lambda J_beta "
+        "pac_bayes_pool_bound = min(1, min_k [E_k + D_k]) over a grid of J_mu="
+        f"{r.n_mu_grid} posterior scales mu_k fixed in advance (default 2^(k/4), k=-8..56): "
+        "E_k = kl_inv(e_hat_0(Q_mu), (KL + log(xi(n2) J_lambda J_beta "
         "J_tau/delta_pb))/n2) bounds the Gibbs error of Q_mu = N(mu u, I) (bound-spec 10.2, "
         "tau=0); D_k = kl_inv(d_hat(mu), log(xi(m) J_mu/delta_c)/m), d_hat(mu) = mean_pool "
         "Phi(-mu |u.x'|/||x'||) the exact disagreement of Q_mu with the user's head; "
