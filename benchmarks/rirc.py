@@ -1,4 +1,4 @@
-"""The Monte Carlo RIRC: the sign buffer filled in place against a fresh block per row block, and
+"""The Monte Carlo RIRC of the streamed estimate against the torch-stream signs it replaced, and
 against the bare ``K x n`` by ``n x (d+1)`` product it is built on.
 
 Usage (from the repository root)::
@@ -8,87 +8,82 @@ Usage (from the repository root)::
 
 Routes, timed alternately in one process (``_common.interleaved``):
 
-- before: the sign generation of ``tfbound.measures.rirc`` before it kept one buffer (a fresh
-  ``torch.randint`` int64 block converted to a fresh float64 block per row block; copied here);
-- after: ``tfbound.measures.rirc._draw_norms`` (one float64 buffer per call, ``random_(0, 2)``
-  in place: the same stream, so the same signs bit for bit);
-- matmul: the same row blocks of a sign matrix drawn once, multiplied by ``Z'`` and normed: the
-  product's cost without the draw.
+- before: the in-memory RIRC of the previous release (every ``K x n`` sign drawn from torch's
+  generator in row blocks into one float64 buffer, multiplied by the whole ``Z'``; copied here):
+  it needs all ``n`` features at once;
+- after: ``tfbound.measures.rirc.RircSums`` fed in batches of 512 rows, as the streamed estimate
+  feeds it (counter-based signs by example index, ``K x (d+1)`` sums kept);
+- matmul: the bare product of a ``K x n`` sign matrix drawn beforehand with ``Z'``: the floor.
 
-Printed: the three times (wall, user, sys), ``before / after`` (goal >= 1: never slower), and
-``after / matmul`` (goal <= 3: the draw of ``K n`` signs, one 32-bit generator call each on one
-thread, is most of the rest), and that before and after agree bit for bit.
+Printed: the three times (wall, user, sys), ``before / after`` (goal >= 1: the stream is not
+slower) and ``after / matmul`` (the issue's goal: within 2x of the ``K x n x d`` product).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 
+import numpy as np
 import torch
 from _common import Result, add_thread_option, interleaved, setup_threads
 
-from tfbound.measures.rirc import _BLOCK_ELEMENTS, _draw_norms
+from tfbound.measures.rirc import RircSums
 
-
-def _before_blocks(n_draws: int, n: int, seed: int) -> Iterator[torch.Tensor]:
-    gen = torch.Generator().manual_seed(int(seed))
-    rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
-    for start in range(0, n_draws, rows):
-        stop = min(n_draws, start + rows)
-        block = torch.randint(0, 2, (stop - start, n), generator=gen).to(torch.float64)
-        yield block.mul_(2).sub_(1)
+_BLOCK_ELEMENTS = 1 << 23
 
 
 def before(z: torch.Tensor, n_draws: int, seed: int) -> torch.Tensor:
-    blocks = (
-        torch.linalg.vector_norm(signs @ z, dim=1)
-        for signs in _before_blocks(n_draws, z.shape[0], seed)
-    )
-    return torch.cat(list(blocks))
-
-
-def bare_matmul(z: torch.Tensor, n_draws: int, signs: torch.Tensor) -> torch.Tensor:
-    rows = signs.shape[0]
+    gen = torch.Generator().manual_seed(int(seed))
+    n = z.shape[0]
+    rows = min(n_draws, max(1, _BLOCK_ELEMENTS // max(n, 1)))
+    buffer = torch.empty((rows, n), dtype=torch.float64)
     out = []
     for start in range(0, n_draws, rows):
-        block = signs[: min(n_draws, start + rows) - start]
+        block = buffer[: min(n_draws, start + rows) - start]
+        block.random_(0, 2, generator=gen).mul_(2).sub_(1)
         out.append(torch.linalg.vector_norm(block @ z, dim=1))
     return torch.cat(out)
+
+
+def after(z: torch.Tensor, n_draws: int, seed: int, batch: int = 512) -> torch.Tensor:
+    acc = RircSums(n_draws, z.shape[1], seed)
+    for start in range(0, z.shape[0], batch):
+        acc.add(np.arange(start, min(start + batch, z.shape[0])), z[start : start + batch])
+    return torch.linalg.vector_norm(acc.sums_t, dim=0)
 
 
 def run(draws: int, n: int, d: int, repeats: int, threads: int | None) -> list[Result]:
     print(f"RIRC: K={draws} draws, n={n}, d+1={d + 1}; {setup_threads(threads)}")
     z = torch.randn(n, d + 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    rows = min(draws, max(1, _BLOCK_ELEMENTS // n))
-    signs = torch.randint(0, 2, (rows, n), generator=torch.Generator().manual_seed(1))
+    signs = torch.randint(0, 2, (draws, n), generator=torch.Generator().manual_seed(1))
     signs = signs.to(torch.float64).mul_(2).sub_(1)
     times, outs = interleaved(
         {
             "before": lambda: before(z, draws, 0),
-            "after": lambda: _draw_norms(z, draws, 0),
-            "matmul": lambda: bare_matmul(z, draws, signs),
+            "after": lambda: after(z, draws, 0),
+            "matmul": lambda: torch.linalg.vector_norm(signs @ z, dim=1),
         },
         repeats,
     )
     for name, t in times.items():
         print(f"  {name:<7} {t.line()}")
-    same = torch.equal(outs["before"], outs["after"])  # type: ignore[arg-type]
-    print(f"  before and after norms bit-identical: {same}")
-    if not same:
-        raise SystemExit("the in-place signs changed the estimate")
+    means = {k: float(v.mean()) for k, v in outs.items()}  # type: ignore[union-attr]
+    print(
+        "  mean norm (different signs, the same distribution): "
+        + ", ".join(f"{k} {v:.6g}" for k, v in means.items())
+    )
     size = f"K={draws}, n={n}"
     return [
         Result(
-            "rirc signs: before / after",
+            "rirc: before (in memory) / after (streamed)",
             times["before"].wall / times["after"].wall,
             ">= 1",
             f"{size}; sys {times['before'].sys:.2f} s -> {times['after'].sys:.2f} s",
         ),
         Result(
-            "rirc: after / bare matmul",
+            "rirc: after / bare K x n x (d+1) matmul",
             times["after"].wall / times["matmul"].wall,
-            "<= 3",
+            "<= 2",
             f"{size}, d+1={d + 1}",
         ),
     ]

@@ -35,10 +35,12 @@ from tfbound.measures.network import (
     spectral_complexity,
     sum_sq_with_constant,
 )
+from tfbound.measures.rirc import RircSums, augment
 from tfbound.models import MLP, LinearHead, MLPEncoder, MLPHead, ViTEncoder
 from tfbound.pipeline import estimate
 from tfbound.pipeline.capacity import CapacityOut, capacity_stage
-from tfbound.pipeline.stages import Models, Pass, Splits
+from tfbound.pipeline.stages import Models, Splits
+from tfbound.pipeline.stream import TrainStream
 
 REPO = REPO_ROOT
 RELU = activation_of(nn.ReLU())
@@ -413,8 +415,12 @@ def _vit_capacity(tmp_path: Path, reference: bool) -> tuple[CapacityOut, np.ndar
     train = LabeledArrays(x.numpy(), y, cfg.data.downstream_train)
     splits = Splits(train, None, None, None, None)
     budget = DeltaBudget(0.05, {"finetune": 0.2, "monte_carlo": 0.02, "pretext_certificate": 0.78})
+    sums = RircSums(1, 9, 0)
+    sums.add(np.arange(64), augment(z, cfg.bound.bias_const))
+    max_norm = float(np.sqrt(np.max(np.sum(z * z, axis=1))))
+    train_pass = TrainStream(64, np.zeros(64), sums, max_norm, None, None)
     out = capacity_stage(
-        cfg, models, splits, Pass(z, np.zeros(64)), u_sigma=1.0, budget=budget, pretext_train=None
+        cfg, models, splits, train_pass, u_sigma=1.0, budget=budget, pretext_train=None
     )
     return out, z
 

@@ -45,7 +45,7 @@ def test_every_long_phase_reports_progress_and_a_pipe_gets_none(tiny: Path) -> N
     seen: dict[str, tuple[int, int]] = {}
     estimate(tiny, progress=lambda task, done, total: seen.__setitem__(task, (done, total)))
     phases = {t.split(" (")[0] for t in seen}
-    assert {"Rademacher complexity", "PAC-Bayes and disagreement certificates"} <= phases
+    assert "PAC-Bayes and disagreement certificates" in phases  # signs are drawn in the pass
     assert "capacity norms" in phases and "features" in phases
     assert all(done == total for done, total in seen.values())  # each phase ran to its end
     code, out, err = run_cli("estimate", str(tiny), "-f", "json")

@@ -24,7 +24,7 @@ import torch
 from tfbound.bounds.budget import DeltaBudget
 from tfbound.measures.margin import ramp_loss
 from tfbound.measures.network import ROUNDING, Affine
-from tfbound.measures.rirc import RircEstimate
+from tfbound.measures.rirc import SIGN_SCHEME, RircEstimate
 from tfbound.terms import Status, Term
 
 MARGIN_SOURCE = (
@@ -147,7 +147,8 @@ def relu_path_norm(layers: Sequence[Affine], bias_const: float) -> float:
 
 RIRC_SOURCE = (
     "bound-spec section 3: Monte Carlo over K sign vectors; McDiarmid upper value "
-    "mean + sqrt(sum ||z'||^2) sqrt(2 log(1/delta_mc)/K), capped by Jensen sqrt(sum ||z'||^2)"
+    "mean + sqrt(sum ||z'||^2) sqrt(2 log(1/delta_mc)/K), capped by Jensen sqrt(sum ||z'||^2); "
+    f"{SIGN_SCHEME}"
 )
 
 

@@ -67,6 +67,7 @@ from tfbound.measures.binomial import xi
 from tfbound.measures.gaussian import (
     Metric,
     fit_metric,
+    metric_from_second_moment,
     normalised_margins,
     std_normal_cdf,
     unit_direction,
@@ -150,6 +151,14 @@ class PacBayesResult:
             return 1.0
         return gibbs_error_exact(x, ym, self.gibbs.mu, self.u, tau=0.0)
 
+    def gibbs_error_from_margins(self, gamma: np.ndarray, nonzero: np.ndarray) -> float:
+        """The same from the normalised margins ``y u . x / ||x||`` of labeled examples and
+        whether each whitened row is nonzero (a zero row always counts as a loss)."""
+        if self.head_is_zero:
+            return 1.0
+        loss = std_normal_cdf(-self.gibbs.mu * np.asarray(gamma, dtype=np.float64))
+        return float(np.mean(np.where(nonzero, loss, 1.0)))
+
 
 def _grid_text(grid: tuple[float, ...]) -> str:
     """The grid itself when short, else its size, range and spacing in words."""
@@ -223,31 +232,121 @@ def pac_bayes_linear(
 
     idx1, idx2 = split_indices(n, split_seed, n1_fraction)
     # The prior's inputs: the S1 arrays and configuration constants, nothing else.
-    z1, y1 = zm[idx1], ym[idx1]
-    theta_prior = np.stack(
-        [fit_prior_probe(z1, y1, lam=v, bias_const=bias_const) for v in lam_grid]
+    prior = fit_pac_bayes_prior(
+        zm[idx1],
+        ym[idx1],
+        n=n,
+        idx1=idx1,
+        idx2=idx2,
+        bias_const=bias_const,
+        split_seed=split_seed,
+        n1_fraction=n1_fraction,
+        eps=eps,
+        lam_grid=lam_grid,
     )
-    metric = fit_metric(augment_features(z1, bias_const), eps)
+    x2 = prior.metric.whiten_features(augment_features(zm[idx2], bias_const))
+    return pac_bayes_certify(
+        prior,
+        th,
+        normalised_margins(x2, ym[idx2], prior.direction(th)),
+        delta_pb=delta_pb,
+        beta_grid=betas,
+        tau_grid=taus,
+    )
 
-    x2 = metric.whiten_features(augment_features(zm[idx2], bias_const))
-    y2 = ym[idx2]
-    u = unit_direction(metric.whiten_head(th))
-    u1 = [unit_direction(metric.whiten_head(t)) for t in theta_prior]
+
+@dataclass(frozen=True, eq=False)
+class PacBayesPrior:
+    """Everything of spec 10.2 that depends on ``S1`` and configuration constants only: the
+    split, the metric and the prior heads (one per ``lambda``)."""
+
+    n: int
+    idx1: np.ndarray = field(repr=False)
+    idx2: np.ndarray = field(repr=False)
+    split_seed: int
+    n1_fraction: float
+    bias_const: float
+    eps: float
+    lam_grid: tuple[float, ...]
+    metric: Metric = field(repr=False)
+    theta_prior: np.ndarray = field(repr=False)  # (J_lambda, d+1)
+    probe_rows: int  # the S1 rows the probes were fitted on (all of S1, or a seeded subset)
+
+    def direction(self, theta_aug: np.ndarray) -> np.ndarray:
+        """``u = M^(1/2) theta' / ||M^(1/2) theta'||`` (zero for a zero head)."""
+        return unit_direction(self.metric.whiten_head(theta_aug))
+
+
+def fit_pac_bayes_prior(
+    z1_probe: np.ndarray,
+    y1_probe: np.ndarray,
+    *,
+    n: int,
+    idx1: np.ndarray,
+    idx2: np.ndarray,
+    bias_const: float,
+    split_seed: int,
+    n1_fraction: float,
+    eps: float,
+    lam_grid: tuple[float, ...],
+    second_moment: np.ndarray | None = None,
+) -> PacBayesPrior:
+    """The prior of spec 10.2 from ``S1``: the probes fitted on ``(z1_probe, y1_probe)`` (all of
+    ``S1``, or a seeded subset of it fixed in advance), the metric from ``second_moment``
+    (``C1 = (1/n1) sum_{S1} z' z'^T``) when given, else from ``z1_probe`` (then all of ``S1``)."""
+    theta_prior = np.stack(
+        [fit_prior_probe(z1_probe, y1_probe, lam=v, bias_const=bias_const) for v in lam_grid]
+    )
+    if second_moment is None:
+        metric = fit_metric(augment_features(z1_probe, bias_const), eps)
+    else:
+        metric = metric_from_second_moment(second_moment, eps)
+    return PacBayesPrior(
+        n=int(n),
+        idx1=idx1,
+        idx2=idx2,
+        split_seed=int(split_seed),
+        n1_fraction=float(n1_fraction),
+        bias_const=float(bias_const),
+        eps=float(eps),
+        lam_grid=lam_grid,
+        metric=metric,
+        theta_prior=theta_prior,
+        probe_rows=int(z1_probe.shape[0]),
+    )
+
+
+def pac_bayes_certify(
+    prior: PacBayesPrior,
+    theta_hat: np.ndarray,
+    gamma: np.ndarray,
+    *,
+    delta_pb: float,
+    beta_grid: Sequence[float] = DEFAULT_BETA_GRID,
+    tau_grid: Sequence[float] = DEFAULT_TAU_GRID,
+) -> PacBayesResult:
+    """Both certificates of spec 10.2 from the prior and the normalised margins ``gamma_i =
+    y_i u . x_i / ||x_i||`` of the user's head on ``S2`` (in ``prior.idx2`` order)."""
+    betas = check_grid(beta_grid, "beta_grid")
+    taus = check_grid(tau_grid, "tau_grid")
+    lam_grid = prior.lam_grid
+    u = prior.direction(theta_hat)
+    u1 = [prior.direction(t) for t in prior.theta_prior]
     cosines = tuple(float(np.clip(u @ v, -1.0, 1.0)) for v in u1)
     head_is_zero = not bool(np.any(u))
-    gamma = normalised_margins(x2, y2, u)
     gibbs, deterministic = pac_bayes_from_margins(
         gamma, cosines, lam_grid=lam_grid, beta_grid=betas, tau_grid=taus, delta_pb=delta_pb
     )
     if head_is_zero:  # the zero head predicts no sign: it errs everywhere
         gibbs = _replace_bound(gibbs, 1.0)
         deterministic = _replace_bound(deterministic, 1.0)
+    idx1, idx2 = prior.idx1, prior.idx2
     n2 = int(idx2.shape[0])
     xi_n2 = xi(n2)
     info: dict[str, object] = {
         "n1": int(idx1.shape[0]),
-        "split_seed": int(split_seed),
-        "eps": float(eps),
+        "split_seed": prior.split_seed,
+        "eps": prior.eps,
         "lam_grid": lam_grid,
         "n_beta_grid": len(betas),
         "beta_grid": _grid_text(betas),
@@ -257,18 +356,23 @@ def pac_bayes_linear(
         "delta_pb": float(delta_pb),
     }
     note = " (the user's head is zero: bound 1)" if head_is_zero else ""
+    if prior.probe_rows < idx1.shape[0]:
+        note += (
+            f"; the prior probe was fitted on a seeded subset of {prior.probe_rows} of the "
+            f"{idx1.shape[0]} S1 rows (the metric on all of them)"
+        )
     return PacBayesResult(
         gibbs_bound=gibbs.bound,
         deterministic_bound=deterministic.bound,
         gibbs=gibbs,
         deterministic=deterministic,
-        n=n,
+        n=prior.n,
         n1=int(idx1.shape[0]),
         n2=n2,
-        split_seed=int(split_seed),
-        n1_fraction=float(n1_fraction),
-        bias_const=float(bias_const),
-        eps=float(eps),
+        split_seed=prior.split_seed,
+        n1_fraction=prior.n1_fraction,
+        bias_const=prior.bias_const,
+        eps=prior.eps,
         delta_pb=float(delta_pb),
         lam_grid=lam_grid,
         beta_grid=betas,
@@ -279,10 +383,10 @@ def pac_bayes_linear(
         gibbs_formula=_describe(gibbs, "the user's head", info) + note,
         deterministic_formula=_describe(deterministic, "the user's head", info) + note,
         head_is_zero=head_is_zero,
-        theta_prior=theta_prior,
+        theta_prior=prior.theta_prior,
         idx1=idx1,
         idx2=idx2,
-        metric=metric,
+        metric=prior.metric,
         u=u,
     )
 

@@ -94,10 +94,38 @@ def pac_bayes_pool(
     c = pac.bias_const
     x2 = pac.metric.whiten_features(augment_features(zm[pac.idx2], c))
     gamma = normalised_margins(x2, ym[pac.idx2], pac.u)  # (n2,)
-    xp = pac.metric.whiten_features(augment_features(zp, c))
+    proj, tie = pool_projections(pac, augment_features(zp, c))
+    return pac_bayes_pool_from_margins(pac, gamma, proj, tie, delta_c=delta_c, mu_grid=grid)
+
+
+def pool_projections(pac: PacBayesResult, pool_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``|u . x'| / ||x'||`` of augmented pool features (whitened by ``pac``'s metric) and
+    whether each one is a tie (a zero row or a zero projection)."""
+    xp = pac.metric.whiten_features(pool_aug)
     norms = np.linalg.norm(xp, axis=1)
     proj = np.abs(xp @ pac.u) / np.where(norms > 0, norms, 1.0)
-    tie = (norms == 0) | (proj == 0)
+    return proj, (norms == 0) | (proj == 0)
+
+
+def pac_bayes_pool_from_margins(
+    pac: PacBayesResult,
+    gamma: np.ndarray,
+    proj: np.ndarray,
+    tie: np.ndarray,
+    *,
+    delta_c: float,
+    mu_grid: Sequence[float] | np.ndarray = DEFAULT_MU_POOL_GRID,
+) -> PacBayesPoolResult:
+    """The pool certificate from the normalised margins on ``S2`` and the pool's projections
+    (:func:`pool_projections`): what a streamed pass keeps per example."""
+    if not 0 < delta_c < 1:
+        raise ValueError(f"delta_c must lie in (0, 1), got {delta_c}")
+    grid = np.asarray([float(v) for v in mu_grid], dtype=np.float64)
+    if grid.size == 0 or np.any(~np.isfinite(grid)) or np.any(grid <= 0):
+        raise ValueError("mu_grid must hold positive finite values")
+    m = int(proj.shape[0])
+    if m < 1:
+        raise ValueError("the pool is empty")
 
     # e_hat_0(Q_mu) and d_hat(mu) on the whole grid, in blocks of grid values
     e_hat = np.empty(grid.shape[0])
@@ -190,4 +218,11 @@ def pac_bayes_pool_term(result: PacBayesPoolResult, confidence: float) -> Term:
     )
 
 
-__all__ = ["DEFAULT_MU_POOL_GRID", "PacBayesPoolResult", "pac_bayes_pool", "pac_bayes_pool_term"]
+__all__ = [
+    "DEFAULT_MU_POOL_GRID",
+    "PacBayesPoolResult",
+    "pac_bayes_pool",
+    "pac_bayes_pool_from_margins",
+    "pac_bayes_pool_term",
+    "pool_projections",
+]

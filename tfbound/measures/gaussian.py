@@ -67,8 +67,15 @@ def fit_metric(z1_aug: np.ndarray, eps: float) -> Metric:
 
 
 def _fit_metric_eigh(z1_aug: np.ndarray, eps: float) -> Metric:
-    n1, p = z1_aug.shape
-    c1 = (z1_aug.T @ z1_aug) / n1
+    return metric_from_second_moment((z1_aug.T @ z1_aug) / z1_aug.shape[0], eps)
+
+
+def metric_from_second_moment(c1: np.ndarray, eps: float) -> Metric:
+    """The metric from ``C1 = (1/n1) sum_{S1} z' z'^T`` (what a streamed pass over ``S1`` sums),
+    through the eigendecomposition of ``M``."""
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a finite number > 0, got {eps}")
+    p = c1.shape[0]
     ridge = float(eps * np.trace(c1) / p)
     evals, evecs = np.linalg.eigh(c1 + ridge * np.eye(p))
     evals = np.maximum(evals, ridge)  # exact arithmetic gives evals >= ridge > 0
@@ -166,6 +173,7 @@ __all__ = [
     "fit_metric",
     "kl_inv_vec",
     "kl_isotropic",
+    "metric_from_second_moment",
     "normalised_margins",
     "phi_scalar",
     "std_normal_cdf",

@@ -5,8 +5,10 @@ For the ball ``{z' -> theta' . z' : ||theta'||_2 <= R}`` over augmented features
 
     Rhat_S = (R / n) E_sigma || sum_i sigma_i z'_i ||_2,    sigma_i iid uniform on {-1, +1}.
 
-Monte Carlo over ``K`` sign vectors is one ``K x n`` by ``n x (d+1)`` product (in row blocks to
-bound memory). With ``S = sum_i ||z'_i||^2``:
+Monte Carlo over ``K`` sign vectors keeps the ``K x (d+1)`` sums ``sum_i sigma_k(i) z'_i``
+(:class:`RircSums`), filled batch by batch; the signs are a function of ``(seed, i, k)``
+(:func:`counter_bits`), so any order of the rows, any batching and any split across processes
+give the same sums up to round-off. With ``S = sum_i ||z'_i||^2``:
 
 - MC upper value (McDiarmid; one sign moves the mean of ``K`` draws by at most ``2 ||z'_i|| / K``):
   ``mean + sqrt(S) sqrt(2 log(1/delta_mc) / K)``, holding with probability ``1 - delta_mc``;
@@ -17,13 +19,10 @@ bound memory). With ``S = sum_i ||z'_i||^2``:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-_BLOCK_ELEMENTS = 1 << 23  # sign entries per block: 64 MiB of float64
 
 
 @dataclass(frozen=True)
@@ -64,41 +63,108 @@ def augment(features: torch.Tensor | np.ndarray, bias_const: float | None) -> to
     return torch.cat([z, torch.full((z.shape[0], 1), float(bias_const), dtype=torch.float64)], 1)
 
 
-def _sign_blocks(n_draws: int, n: int, seed: int) -> Iterator[torch.Tensor]:
-    """Row blocks of an ``n_draws x n`` matrix of iid uniform signs (float64), seeded.
-
-    Every block is a view of one buffer allocated once per call and filled in place
-    (``random_(0, 2)`` draws the same stream as ``torch.randint(0, 2, ...)``), so a block is
-    valid only until the next one is drawn: copy it to keep it.
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    rows = min(n_draws, max(1, _BLOCK_ELEMENTS // max(n, 1)))
-    buffer = torch.empty((rows, n), dtype=torch.float64)
-    for start in range(0, n_draws, rows):
-        block = buffer[: min(n_draws, start + rows) - start]
-        block.random_(0, 2, generator=gen)
-        yield block.mul_(2).sub_(1)
-
-
 def rademacher_signs(n_draws: int, n: int, seed: int) -> torch.Tensor:
-    """The sign matrix that ``rirc_linear(..., n_draws=n_draws, seed=seed)`` draws."""
-    return torch.cat([block.clone() for block in _sign_blocks(n_draws, n, seed)])
+    """The ``n_draws x n`` sign matrix that ``rirc_linear(..., n_draws=n_draws, seed=seed)``
+    draws for ``n`` examples (:func:`counter_signs` of rows ``0..n-1``)."""
+    return counter_signs(np.arange(int(n)), n_draws, seed)
 
 
-def _draw_norms(z: torch.Tensor, n_draws: int, seed: int) -> torch.Tensor:
-    """``||sigma_k^T Z'||`` for the ``n_draws`` seeded sign vectors, block by block."""
-    norms = torch.empty(n_draws, dtype=torch.float64)
-    product: torch.Tensor | None = None
-    start = 0
-    for signs in _sign_blocks(n_draws, z.shape[0], seed):
-        rows = signs.shape[0]
-        if product is None:
-            product = torch.empty((rows, z.shape[1]), dtype=torch.float64)
-        out = product[:rows]
-        torch.matmul(signs, z, out=out)
-        torch.linalg.vector_norm(out, dim=1, out=norms[start : start + rows])
-        start += rows
-    return norms
+#: The sign scheme of :func:`counter_signs` (recorded in the RIRC term's formula).
+SIGN_SCHEME = (
+    "signs by example index: sigma_k(i) from bit k mod 64 of splitmix64 output i W + k // 64 "
+    "keyed by the seed"
+)
+
+_SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+_SIGN_CHUNK = 1 << 22  # sign entries per product: 32 MiB of float64
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (Steele, Lea, Flood 2014), elementwise on uint64 (wrapping)."""
+    x = (x ^ (x >> np.uint64(30))) * _MIX_1
+    x = (x ^ (x >> np.uint64(27))) * _MIX_2
+    return np.asarray(x ^ (x >> np.uint64(31)), dtype=np.uint64)
+
+
+def counter_bits(rows: np.ndarray, n_draws: int, seed: int) -> np.ndarray:
+    """``(len(rows), n_draws)`` uint8 bits, a function of ``(seed, row, draw)`` only.
+
+    Bit ``k`` of row ``i`` is bit ``k mod 64`` of the ``(i W + k // 64)``-th output of the
+    splitmix64 generator keyed by ``seed`` (``W = ceil(n_draws / 64)``): the signs of an example
+    do not depend on which batch, order or process reads it, so a stream over any order of the
+    rows, or shards of them, draws the same signs as one pass over all of them."""
+    words = -(-int(n_draws) // 64)
+    with np.errstate(over="ignore"):
+        key = _mix64(np.asarray([np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)]) + _SPLITMIX_GAMMA)[0]
+        counter = np.asarray(rows, dtype=np.uint64)[:, None] * np.uint64(words) + np.arange(
+            words, dtype=np.uint64
+        )
+        state = key + (counter + np.uint64(1)) * _SPLITMIX_GAMMA
+        h = _mix64(state)
+    bits = np.unpackbits(h.astype("<u8").view(np.uint8), axis=1, bitorder="little")
+    return bits[:, :n_draws]
+
+
+def counter_signs(rows: np.ndarray, n_draws: int, seed: int) -> torch.Tensor:
+    """The ``n_draws x len(rows)`` float64 matrix of +-1 that the estimate's RIRC draws for
+    these example indices (:func:`counter_bits`)."""
+    bits = torch.from_numpy(counter_bits(rows, n_draws, seed).T.astype(np.float64))
+    return bits.mul_(2).sub_(1)
+
+
+class RircSums:
+    """The fixed-size statistics of the Monte Carlo RIRC, filled batch by batch in any order:
+    ``sums[k] = sum_i sigma_k(i) z'_i`` (``n_draws x (d+1)``, float64; kept transposed in
+    ``sums_t``, the layout of the fastest product), ``sum_sq = sum_i ||z'_i||^2`` and the count.
+    Two accumulators over disjoint rows add (:meth:`merge`, or a sum of their tensors across
+    processes)."""
+
+    def __init__(self, n_draws: int, dim: int, seed: int) -> None:
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+        self.n_draws, self.seed = int(n_draws), int(seed)
+        self.sums_t = torch.zeros((int(dim), self.n_draws), dtype=torch.float64)
+        self.sum_sq = 0.0
+        self.n = 0
+
+    @property
+    def sums(self) -> torch.Tensor:
+        """``(n_draws, d+1)``: row ``k`` is ``sum_i sigma_k(i) z'_i``."""
+        return self.sums_t.T
+
+    def add(self, rows: np.ndarray, z_aug: torch.Tensor) -> None:
+        """Add the augmented features ``z_aug`` (float64 ``(b, d+1)``) of example ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if z_aug.shape[0] != rows.shape[0]:
+            raise ValueError("rows and features differ in length")
+        step = max(1, _SIGN_CHUNK // self.n_draws)
+        for start in range(0, rows.shape[0], step):
+            sl = slice(start, start + step)
+            # sum_i sigma_k(i) z_i = 2 sum_i b_k(i) z_i - sum_i z_i, with b the 0/1 bits
+            bits = torch.from_numpy(counter_bits(rows[sl], self.n_draws, self.seed))
+            block = z_aug[sl]
+            self.sums_t.addmm_(block.T, bits.to(torch.float64), alpha=2.0)
+            self.sums_t.sub_(block.sum(dim=0)[:, None])
+        self.sum_sq += float(torch.sum(z_aug * z_aug))
+        self.n += int(rows.shape[0])
+
+    def merge(self, other: RircSums) -> None:
+        self.sums_t += other.sums_t
+        self.sum_sq += other.sum_sq
+        self.n += other.n
+
+    def estimate(self, radius: float, *, delta_mc: float, bias_const: float | None) -> RircEstimate:
+        """The RIRC of the ball of ``radius`` from these sums (see :func:`rirc_linear`)."""
+        return _estimate(
+            torch.linalg.vector_norm(self.sums_t, dim=0),
+            self.sum_sq,
+            self.n,
+            radius,
+            delta_mc,
+            bias_const,
+        )
 
 
 def rirc_linear(
@@ -129,14 +195,29 @@ def rirc_linear(
         if sig.ndim != 2 or sig.shape[1] != n or not bool(torch.all(sig.abs() == 1)):
             raise ValueError(f"signs must be a (K, {n}) matrix of +-1")
         norms = torch.linalg.vector_norm(sig @ z, dim=1)
-    else:
-        if n_draws < 1:
-            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
-        norms = _draw_norms(z, n_draws, seed)
+        return _estimate(norms, float(torch.sum(z * z)), n, radius, delta_mc, bias_const)
+    acc = RircSums(n_draws, z.shape[1], seed)
+    acc.add(np.arange(n), z)
+    return acc.estimate(radius, delta_mc=delta_mc, bias_const=bias_const)
+
+
+def _estimate(
+    norms: torch.Tensor,
+    sum_sq: float,
+    n: int,
+    radius: float,
+    delta_mc: float,
+    bias_const: float | None,
+) -> RircEstimate:
+    if not radius >= 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if not 0 < delta_mc < 1:
+        raise ValueError(f"delta_mc must lie in (0, 1), got {delta_mc}")
+    if n < 1:
+        raise ValueError("features are empty")
     k = norms.shape[0]
     mean = float(norms.mean())
     std = float(norms.std(unbiased=True)) if k > 1 else 0.0
-    sum_sq = float(torch.sum(z * z))
     jensen = math.sqrt(sum_sq)
     mc_upper = mean + jensen * math.sqrt(2.0 * math.log(1.0 / delta_mc) / k)
     upper = min(mc_upper, jensen)

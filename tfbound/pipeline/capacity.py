@@ -31,14 +31,9 @@ from tfbound.bounds.transformer import TransformerNorms, rows_read, transformer_
 from tfbound.config import Config
 from tfbound.errors import UsageError
 from tfbound.io.digest import state_dict_digest
-from tfbound.measures.network import (
-    layernorm_output_bound,
-    observed_max_norm,
-    sum_sq_with_constant,
-)
+from tfbound.measures.network import layernorm_output_bound, sum_sq_with_constant
 from tfbound.pipeline.stages import (
     Models,
-    Pass,
     PretextPass,
     Setup,
     Splits,
@@ -46,6 +41,7 @@ from tfbound.pipeline.stages import (
     setup_of,
     task_of,
 )
+from tfbound.pipeline.stream import TrainStream
 from tfbound.terms import Term
 
 #: What ``--capacity`` may be (see ``tfbound.pipeline.estimate``).
@@ -68,11 +64,32 @@ class CapacityOut:
     warnings: list[str] = field(default_factory=list)
 
 
+_ROWS = 4096  # input rows read at a time by the input sums
+
+
+def _sum_sq_inputs(x: np.ndarray, bias_const: float) -> float:
+    """``sum_i ||x'_i||^2`` of the inputs, read ``_ROWS`` rows at a time (no float64 copy of
+    the split)."""
+    total, n = 0.0, int(x.shape[0])
+    for start in range(0, n, _ROWS):
+        total += sum_sq_with_constant(np.asarray(x[start : start + _ROWS]), 0.0)
+    return total + n * bias_const**2
+
+
+def _inputs_in_box(x: np.ndarray, box: tuple[float, float]) -> bool:
+    lo, hi = box
+    for start in range(0, int(x.shape[0]), _ROWS):
+        rows = np.asarray(x[start : start + _ROWS], dtype=np.float64)
+        if not bool(np.all((rows >= lo) & (rows <= hi))):
+            return False
+    return True
+
+
 def capacity_stage(
     cfg: Config | Setup,
     models: Models,
     splits: Splits,
-    train_pass: Pass,
+    train_pass: TrainStream,
     *,
     u_sigma: float,
     budget: DeltaBudget,
@@ -92,8 +109,6 @@ def capacity_stage(
     out = CapacityOut()
     b = cfg.bound
     c = b.bias_const
-    features = train_pass.features
-    assert features is not None
     train_x, train_y = splits.train.x, splits.train.y
     finetuned = models.reference is not None
     enc_chain = mlp_chain(models.encoder)
@@ -104,14 +119,14 @@ def capacity_stage(
     if numbers and head_chain is not None and len(head_chain) > 1:
         out.terms += mlp_head_terms(
             head_chain,
-            sum_sq_features_with_constant=sum_sq_with_constant(features, c),
-            n=features.shape[0],
+            sum_sq_features_with_constant=train_pass.sum_sq_with_constant,
+            n=train_pass.n,
             bias_const=c,
             u_sigma=u_sigma,
             delta_mc=budget.per_candidate("monte_carlo"),
         )
     if enc_chain is not None and head_chain is not None:
-        s_x = sum_sq_with_constant(train_x, c)
+        s_x = _sum_sq_inputs(train_x, c)
         if numbers:
             out.terms += mlp_network_terms(
                 enc_chain,
@@ -123,15 +138,13 @@ def capacity_stage(
                 margin_quantile=b.margin_quantile,
             )
         if numbers and cfg.pretext is not None:
-            lo, hi = cfg.pretext.box
-            x64 = np.asarray(train_x, dtype=np.float64)
             out.terms.append(
                 mlp_feature_norm_term(
                     enc_chain,
                     box=cfg.pretext.box,
-                    input_dim=int(np.prod(x64.shape[1:])),
-                    inputs_in_box=bool(np.all((x64 >= lo) & (x64 <= hi))),
-                    observed_max_train=observed_max_norm(features),
+                    input_dim=int(np.prod(train_x.shape[1:])),
+                    inputs_in_box=_inputs_in_box(train_x, cfg.pretext.box),
+                    observed_max_train=train_pass.max_norm,
                 )
             )
         if models.reference is not None:
@@ -160,7 +173,7 @@ def capacity_stage(
         if numbers:
             out.terms += transformer_terms(
                 _transformer_norms(models.encoder, tuple(train_x.shape), per_layer=not fast),
-                observed_max_train=observed_max_norm(features),
+                observed_max_train=train_pass.max_norm,
                 warnings=out.warnings,
                 per_head=not fast,
             )

@@ -28,7 +28,7 @@ from tfbound.bounds.decomposition import (
     TransferInput,
     decomposition_terms,
 )
-from tfbound.bounds.disagreement import disagreement, disagreement_from_scores
+from tfbound.bounds.disagreement import disagreement_from_scores
 from tfbound.bounds.finetuned import demote_frozen
 from tfbound.bounds.heldout import heldout_terms, holdout_term, tightness_term
 from tfbound.bounds.margin import (
@@ -41,10 +41,10 @@ from tfbound.bounds.margin import (
     rirc_terms,
     trivial_bound,
 )
-from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_linear
-from tfbound.bounds.pac_bayes_pool import pac_bayes_pool, pac_bayes_pool_term
+from tfbound.bounds.pac_bayes import PacBayesResult, pac_bayes_certify
+from tfbound.bounds.pac_bayes_pool import pac_bayes_pool_from_margins, pac_bayes_pool_term
 from tfbound.bounds.pretext import pretext_terms
-from tfbound.bounds.split import augment_features, fit_prior_probe, split_indices
+from tfbound.bounds.split import split_indices
 from tfbound.bounds.tight import (
     best_certificate,
     disagreement_term,
@@ -58,20 +58,18 @@ from tfbound.features import DTYPES, ProgressFn, placement, resolve_device
 from tfbound.io.digest import sha256_file
 from tfbound.keys import DETERMINISTIC_CERTIFICATES, TermKey
 from tfbound.measures.network import ROUNDING, Affine
-from tfbound.measures.rirc import RircEstimate, rirc_linear
+from tfbound.measures.rirc import RircEstimate
 from tfbound.models.heads import LinearHead, MLPHead
 from tfbound.paths import relative_path
 from tfbound.pipeline.capacity import capacity_stage, check_capacity_mode
 from tfbound.pipeline.stages import (
     Models,
-    Pass,
     PretextPass,
     Setup,
     Splits,
     build_models,
     checked_pool,
     data_loaders,
-    feature_pass,
     holdout_split,
     load_splits,
     param_count,
@@ -79,6 +77,14 @@ from tfbound.pipeline.stages import (
     pretext_pass,
     setup_of,
     task_of,
+)
+from tfbound.pipeline.stream import (
+    LOCAL,
+    Shard,
+    TrainStream,
+    stream_pool,
+    stream_test,
+    stream_train,
 )
 from tfbound.report import Report
 from tfbound.terms import Term
@@ -118,6 +124,7 @@ def estimate(
     drop_pool_overlap: bool = False,
     device: str | None = None,
     dtype: str | None = None,
+    shard: Shard = LOCAL,
 ) -> Report:
     """Load the models and data named in ``config`` and compute the itemised bound.
 
@@ -157,6 +164,7 @@ def estimate(
             capacity=capacity,
             device=device,
             dtype=dtype,
+            shard=shard,
         )
 
 
@@ -232,16 +240,19 @@ def estimate_prepared(
     capacity: str = "full",
     device: str | None = None,
     dtype: str | None = None,
+    shard: Shard = LOCAL,
 ) -> Report:
     """Stages 3-6 on built models (in eval mode) and loaded splits: the one code path of the
     config route (:func:`estimate`) and the in-memory route (``tfbound.api.estimate``).
-    ``device`` and ``dtype``: where the feature passes run (see :func:`estimate`)."""
+    ``device`` and ``dtype``: where the feature passes run (see :func:`estimate`). ``shard``:
+    this process's part of every pass under ``torchrun`` (:mod:`tfbound.pipeline.stream`); every
+    process returns the same report."""
     check_capacity_mode(capacity)
     check_placement(device, dtype)
     with torch.inference_mode():
         if device is not None or dtype is not None:
             models = replace(models, placement=placement(models.encoder, device, dtype))
-        return _estimate(setup, models, splits, record, progress, transfer, capacity)
+        return _estimate(setup, models, splits, record, progress, transfer, capacity, shard)
 
 
 def _estimate(
@@ -252,6 +263,7 @@ def _estimate(
     progress: ProgressFn | None,
     transfer: TransferInput | None,
     capacity_mode: str,
+    shard: Shard,
 ) -> Report:
     b = cfg.bound
     linear = isinstance(models.head, LinearHead)
@@ -264,38 +276,41 @@ def _estimate(
     out.warnings += list(models.notes)  # e.g. a 2-logit head certified through w1 - w0
     out.warnings += splits.warnings
 
-    # Stage 3: the passes.
+    # Stage 3: the training split in one streamed pass (S1, then S2).
     head_chain = _head_chain(models.head)
     train = splits.train
-    train_pass = feature_pass(
+    theta_aug = (
+        _augmented_linear_head(models.head, b.bias_const)
+        if isinstance(models.head, LinearHead)
+        else None
+    )
+    need_prior = (theta_aug is not None and budget.has("pac_bayes")) or (
+        splits.pool is not None and cfg.pool is not None and budget.has("disagreement_prior")
+    )
+    train_pass = stream_train(
         models,
         train.x,
-        cfg.train,
-        b.batch_size,
-        keep_features=True,
-        task="features (train)",
+        train.y,
+        what=f"inputs '{cfg.train.name}'",
+        path=cfg.train.path,
+        bound=b,
+        theta_aug=theta_aug,
+        need_prior=need_prior,
+        shard=shard,
         progress=progress,
     )
-    assert train_pass.features is not None
-    n = train_pass.features.shape[0]
-    c = b.bias_const
+    n = train_pass.n
 
     # Stage 4: the certificates.
-    with phase(progress, f"Rademacher complexity ({b.n_draws} sign draws)"):
-        est = rirc_linear(
-            train_pass.features,
-            1.0,
-            n_draws=b.n_draws,
-            seed=b.seed,
-            delta_mc=budget.per_candidate("monte_carlo"),
-            bias_const=c,
-        )
+    est = train_pass.rirc.estimate(
+        1.0, delta_mc=budget.per_candidate("monte_carlo"), bias_const=b.bias_const
+    )
     u_sigma = est.norm_upper * ROUNDING
     head_norm, factor = _section2(
         models, head_chain, train_pass, splits, est, u_sigma, budget, cfg, out
     )
     with phase(progress, "PAC-Bayes and disagreement certificates"):
-        pac = _section10(models, train_pass, splits, budget, cfg, progress, out)
+        pac = _section10(models, train_pass, theta_aug, splits, budget, cfg, shard, progress, out)
     if holdout is not None and budget.has("holdout"):
         _, idx2 = split_indices(n, *holdout)
         errors = int(np.sum(train.y[idx2] * train_pass.scores[idx2] <= 0))
@@ -309,7 +324,7 @@ def _estimate(
             )
         )
         out.spent |= {"holdout"}
-    _heldout(models, splits, pac, budget, cfg, progress, out)
+    _heldout(models, splits, pac, budget, cfg, shard, progress, out)
     pretext_train, pretext_val = _pretext(models, splits, cfg, budget, progress, out)
 
     decomposition, decomposition_warnings = decomposition_terms(
@@ -390,7 +405,7 @@ def _head_chain(head: LinearHead | MLPHead) -> list[Affine]:
 def _section2(
     models: Models,
     head_chain: list[Affine],
-    train_pass: Pass,
+    train_pass: TrainStream,
     splits: Splits,
     est: RircEstimate,
     u_sigma: float,
@@ -445,22 +460,19 @@ def _section2(
 
 def _section10(
     models: Models,
-    train_pass: Pass,
+    train_pass: TrainStream,
+    theta_aug: np.ndarray | None,
     splits: Splits,
     budget: DeltaBudget,
     cfg: Setup,
+    shard: Shard,
     progress: ProgressFn | None,
     out: _Collected,
 ) -> PacBayesResult | None:
     """PAC-Bayes with a prior learned on S1, hold-out plus disagreement on a pool (section 10)."""
     b = cfg.bound
-    c = b.bias_const
-    features = train_pass.features
-    assert features is not None
     pac: PacBayesResult | None = None  # computed for a linear head only
-    theta_aug = (
-        _augmented_linear_head(models.head, c) if isinstance(models.head, LinearHead) else None
-    )
+    prior, s2 = train_pass.prior, train_pass.s2
     if theta_aug is None:
         out.warnings.append(
             "PAC-Bayes (spec 10.2) certifies linear heads only: for this MLP head the "
@@ -468,59 +480,38 @@ def _section10(
             "bound (spec 10.4)"
         )
     elif budget.has("pac_bayes"):
-        pac = pac_bayes_linear(
-            features,
-            splits.train.y,
-            theta_aug,
-            bias_const=c,
-            split_seed=b.split_seed,
-            delta_pb=budget.per_candidate("pac_bayes"),
-            n1_fraction=b.n1_fraction,
-            eps=b.metric_eps,
-            lam=b.prior_lam,
+        assert prior is not None and s2 is not None and s2.gamma is not None
+        pac = pac_bayes_certify(
+            prior, theta_aug, s2.gamma, delta_pb=budget.per_candidate("pac_bayes")
         )
         out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pac_bayes"))
         out.spent |= {"pac_bayes"}
-    if splits.pool is None or cfg.pool is None:
+    if splits.pool is None or cfg.pool is None or prior is None or s2 is None:
         return pac
-    pool_pass = feature_pass(
+    pool = stream_pool(
         models,
         splits.pool,
-        cfg.pool,
-        b.batch_size,
-        keep_features=True,
-        task="features (unlabeled pool)",
+        what=f"inputs '{cfg.pool.name}'",
+        path=cfg.pool.path,
+        bound=b,
+        prior=prior,
+        theta_aug=theta_aug,
+        pac=pac if budget.has("pac_bayes_pool") else None,
+        shard=shard,
         progress=progress,
     )
-    assert pool_pass.features is not None
-    y = splits.train.y
+    y2 = splits.train.y[prior.idx2]
     if budget.has("disagreement_prior") and budget.has("disagreement_pool"):
-        delta_a = budget.per_candidate("disagreement_prior")
-        delta_b = budget.per_candidate("disagreement_pool")
-        if theta_aug is not None and pac is not None:
-            dis = disagreement(
-                features[pac.idx2],
-                y[pac.idx2],
-                pool_pass.features,
-                theta_aug,
-                pac.theta_prior[0],
-                bias_const=c,
-                delta_a=delta_a,
-                delta_b=delta_b,
-            )
-        else:  # any head: the prior probe on S1 against the head's own outputs on the pool
-            idx1, idx2 = split_indices(features.shape[0], b.split_seed, b.n1_fraction)
-            theta_1 = fit_prior_probe(features[idx1], y[idx1], lam=b.prior_lam, bias_const=c)
-            dis = disagreement_from_scores(
-                augment_features(features[idx2], c) @ theta_1,
-                y[idx2],
-                pool_pass.scores,
-                augment_features(pool_pass.features, c) @ theta_1,
-                delta_a=delta_a,
-                delta_b=delta_b,
-                bias_const=c,
-                head="the user's head",
-            )
+        dis = disagreement_from_scores(
+            s2.prior_scores[:, 0],
+            y2,
+            pool.head_scores,
+            pool.prior_scores,
+            delta_a=budget.per_candidate("disagreement_prior"),
+            delta_b=budget.per_candidate("disagreement_pool"),
+            bias_const=b.bias_const,
+            head="w_hat" if theta_aug is not None else "the user's head",
+        )
         out.bounds.append(
             disagreement_term(
                 dis, confidence=budget.confidence("disagreement_prior", "disagreement_pool")
@@ -528,8 +519,9 @@ def _section10(
         )
         out.spent |= {"disagreement_prior", "disagreement_pool"}
     if pac is not None and budget.has("pac_bayes_pool"):
-        pool_result = pac_bayes_pool(
-            pac, features, y, pool_pass.features, delta_c=budget.per_candidate("pac_bayes_pool")
+        assert s2.gamma is not None and pool.proj is not None and pool.tie is not None
+        pool_result = pac_bayes_pool_from_margins(
+            pac, s2.gamma, pool.proj, pool.tie, delta_c=budget.per_candidate("pac_bayes_pool")
         )
         out.bounds.append(
             pac_bayes_pool_term(
@@ -546,6 +538,7 @@ def _heldout(
     pac: PacBayesResult | None,
     budget: DeltaBudget,
     cfg: Setup,
+    shard: Shard,
     progress: ProgressFn | None,
     out: _Collected,
 ) -> None:
@@ -554,13 +547,15 @@ def _heldout(
     if test is None or cfg.test is None:
         out.warnings.append("no downstream_test split: no observed test error or test-set bound")
         return
-    test_pass = feature_pass(
+    test_pass = stream_test(
         models,
         test.x,
-        cfg.test,
-        cfg.bound.batch_size,
-        keep_features=pac is not None,
-        task="features (test)",
+        test.y,
+        what=f"inputs '{cfg.test.name}'",
+        path=cfg.test.path,
+        bound=cfg.bound,
+        pac=pac,
+        shard=shard,
         progress=progress,
     )
     errors = int(np.sum(test.y * test_pass.scores <= 0))
@@ -570,8 +565,9 @@ def _heldout(
     certified = next((t for t in out.bounds if t.key == TermKey.CERTIFIED), None)
     if certified is not None and certified.value is not None:
         out.terms.append(tightness_term(certified.value, held[1].value or 0.0))
-    if pac is not None and test_pass.features is not None:
-        out.terms.append(observed_gibbs_term(pac.gibbs_error(test_pass.features, test.y), m_test))
+    if pac is not None and test_pass.gamma is not None and test_pass.nonzero is not None:
+        gibbs = pac.gibbs_error_from_margins(test_pass.gamma, test_pass.nonzero)
+        out.terms.append(observed_gibbs_term(gibbs, m_test))
     out.terms += tightness_terms(out.bounds, held[1].value or 0.0)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from tfbound.config import ArraySource, BoundSpec, Config, ModuleSpec, PretextSpec
 from tfbound.errors import DataError, first_line
-from tfbound.features import EncoderPlacement, ProgressFn, feature_batches, input_batches
+from tfbound.features import EncoderPlacement, ProgressFn, input_batches
 from tfbound.io.datasets import LabeledArrays, load_inputs, load_labeled
 from tfbound.io.overlap import pool_overlap
 from tfbound.models.build import build_module, feature_dim_of, load_head
@@ -112,14 +112,6 @@ def setup_of(cfg: Config, *, drop_pool_overlap: bool = False) -> Setup:
         reference_name=None if cfg.encoder.reference is None else str(cfg.encoder.reference),
         drop_pool_overlap=drop_pool_overlap,
     )
-
-
-@dataclass(frozen=True)
-class Pass:
-    """One split through encoder and head: the scores and, when kept, the float64 features."""
-
-    features: np.ndarray | None  # float64 (n, d)
-    scores: np.ndarray  # float64 (n,)
 
 
 @dataclass(frozen=True)
@@ -352,42 +344,6 @@ def _subset(x: Any, keep: np.ndarray) -> Any:
     if hasattr(x, "dataset") and hasattr(x, "row"):  # DatasetInputs of the in-memory route
         return np.stack([x.row(int(i)) for i in keep])
     return np.asarray(x)[keep]
-
-
-@torch.inference_mode()
-def feature_pass(
-    models: Models,
-    x: np.ndarray,
-    where: Where,
-    batch_size: int,
-    *,
-    keep_features: bool,
-    task: str,
-    progress: ProgressFn | None,
-) -> Pass:
-    """Scores ``f_hat(x)`` (and the features) in one batched pass."""
-    feats: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
-    for z in feature_batches(
-        models.encoder,
-        x,
-        batch_size,
-        what=f"inputs '{where.name}'",
-        path=where.path,
-        task=task,
-        progress=progress,
-        where=models.placement,
-    ):
-        # A placed pass returns float64 features; the head reads them in its own dtype.
-        head_in = z if models.placement is None else z.to(_dtype_of(models.head))
-        scores.append(models.head(head_in).to(torch.float64).numpy())
-        if keep_features:
-            feats.append(z.to(torch.float64).numpy())
-    return Pass(np.concatenate(feats) if keep_features else None, np.concatenate(scores))
-
-
-def _dtype_of(module: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in module.parameters()), torch.float32)
 
 
 @torch.inference_mode()

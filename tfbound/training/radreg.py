@@ -5,7 +5,7 @@ Add it to the pre-training loss, on a FIXED set of ``m`` unlabeled downstream in
     radreg = RadReg(n_draws=256, radius=1.0, unlabeled_size=m, seed=0)
     loss = pretext_loss + lam * radreg(encoder(u))
 
-``RadReg`` holds ``K`` sign vectors drawn once (``rademacher_signs(K, m, seed)``), so every step
+``RadReg`` holds ``K`` sign vectors drawn once (``training_signs(K, m, seed)``), so every step
 averages over the same draws. Its value is the closed form for the linear head ball
 ``{z' -> theta' . z' : ||theta'||_2 <= R}`` (bound-spec section 3)::
 
@@ -59,7 +59,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tfbound.measures.rirc import augment, rademacher_signs
+from tfbound.measures.rirc import augment
 
 Normalize = Literal["l2", "rms", "none"]
 HeadClass = Literal["linear", "mlp"]
@@ -94,6 +94,19 @@ def effective_rank(features: torch.Tensor, bias_const: float | None = None) -> f
         return 0.0
     p = s[s > 0] / total
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def training_signs(n_draws: int, n: int, seed: int) -> torch.Tensor:
+    """The ``n_draws x n`` float64 signs RadReg trains with: ``torch.randint(0, 2)`` from a
+    generator seeded by ``seed``, in row blocks of at most ``2^23`` entries (unchanged since the
+    sample models were trained; the estimate's RIRC draws its own counter-based signs)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = min(n_draws, max(1, (1 << 23) // max(n, 1)))
+    blocks = []
+    for start in range(0, n_draws, rows):
+        block = torch.empty((min(n_draws, start + rows) - start, n), dtype=torch.float64)
+        blocks.append(block.random_(0, 2, generator=gen).mul_(2).sub_(1))
+    return torch.cat(blocks)
 
 
 def _check_args(n_draws: int, radius: float, unlabeled_size: int, normalize: str) -> None:
@@ -131,8 +144,8 @@ class _SignedSet(nn.Module):
         self.seed = int(seed)
         self.normalize = normalize
         self.bias_const = None if bias_const is None else float(bias_const)
-        # float64 +-1, the matrix rirc_linear(..., n_draws=K, seed=seed) would draw.
-        self.register_buffer("signs", rademacher_signs(self.n_draws, self.unlabeled_size, seed))
+        # float64 +-1, drawn once from torch's generator (the stream training has always used)
+        self.register_buffer("signs", training_signs(self.n_draws, self.unlabeled_size, seed))
 
     def augmented(self, features: torch.Tensor) -> torch.Tensor:
         """``z~'``: normalised, augmented with ``c`` when set, float64 (differentiable)."""
