@@ -504,9 +504,14 @@ def estimate(
     }
     if overrides:
         cfg = cfg.with_bound(**overrides)
+    from tfbound.distributed import started
+    from tfbound.pipeline.stream import Shard
+
+    if fit_head_first and Shard.from_env().world > 1:
+        raise UsageError("--fit-head writes a file: run tfbound fit-head before torchrun")
     if fit_head_first:
         _fit_and_say(cfg, None, None, False)
-    with _progress(not quiet) as progress:
+    with started() as shard, _progress(not quiet and shard.lead) as progress:
         report = run_estimate(
             cfg,
             progress=progress,
@@ -515,7 +520,10 @@ def estimate(
             drop_pool_overlap=drop_pool_overlap,
             device=device,
             dtype=dtype,
+            shard=shard,
         )
+    if not shard.lead:
+        return  # under torchrun every process holds the same report; the first one writes it
     data = report.to_dict()
     verdicts = None if gates is None else _evaluate(gates, data, base_report)
     verdict = None if verdicts is None else verdict_markdown(verdicts)
