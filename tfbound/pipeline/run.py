@@ -80,6 +80,7 @@ from tfbound.pipeline.stages import (
     setup_of,
     task_of,
 )
+from tfbound.pipeline.stochastic import CheckedStochasticHead, stochastic_head_stage
 from tfbound.report import Report
 from tfbound.terms import Term
 
@@ -93,6 +94,8 @@ class _Collected:
     bounds: list[Term] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     spent: set[str] = field(default_factory=set)
+    #: the stochastic head of ``bound.stochastic_head``, when its checks passed
+    stochastic: CheckedStochasticHead | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ STATEMENT_TERMS = {
     "test_set": TermKey.TEST_SET_BOUND,
     "pretext_heldout": TermKey.PRETEXT_HELDOUT_RISK,
     "pretext_certificate": TermKey.PRETEXT_RISK_BOUND,
+    "stochastic_head": TermKey.STOCHASTIC_HEAD_GIBBS,
 }
 
 
@@ -217,6 +221,7 @@ def budget_of(
         "test_set": b.delta_test,
         "pretext_heldout": b.delta_pretext,
         "pretext_certificate": b.delta_pretext,
+        "stochastic_head": b.delta_stochastic,
     }
     return DeltaBudget(b.delta, fractions, b.encoder_candidates, separate)
 
@@ -481,6 +486,7 @@ def _section10(
         )
         out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pac_bayes"))
         out.spent |= {"pac_bayes"}
+    out.stochastic = stochastic_head_stage(cfg, features, splits.train.y, pac, budget, out)
     if splits.pool is None or cfg.pool is None:
         return pac
     pool_pass = feature_pass(
@@ -559,7 +565,7 @@ def _heldout(
         test.x,
         cfg.test,
         cfg.bound.batch_size,
-        keep_features=pac is not None,
+        keep_features=pac is not None or out.stochastic is not None,
         task="features (test)",
         progress=progress,
     )
@@ -572,6 +578,8 @@ def _heldout(
         out.terms.append(tightness_term(certified.value, held[1].value or 0.0))
     if pac is not None and test_pass.features is not None:
         out.terms.append(observed_gibbs_term(pac.gibbs_error(test_pass.features, test.y), m_test))
+    if out.stochastic is not None and test_pass.features is not None:
+        out.terms.append(out.stochastic.observed_term(test_pass.features, test.y))
     out.terms += tightness_terms(out.bounds, held[1].value or 0.0)
 
 
@@ -713,7 +721,11 @@ def _report(
         model=model,
         data=data,
         deltas=budget.to_dict(
-            made=(s for s, key in STATEMENT_TERMS.items() if any(t.key == key for t in terms))
+            made=(
+                s
+                for s, key in STATEMENT_TERMS.items()
+                if any(t.key == key for t in (*terms, *bounds))
+            )
         ),
         terms=tuple(terms),
         bounds=tuple(bounds),
