@@ -17,7 +17,6 @@ scale against the metric it rebuilds from ``S1`` itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,11 +130,15 @@ def record_mismatch(
     if record.get("kind") != KIND:
         return "its record is not of a stochastic head (kind: stochastic)"
     for key, option in MATCHED_FIELDS.items():
-        mine = float(getattr(bound, option.split(".", 1)[1]))
+        mine = getattr(bound, option.split(".", 1)[1])
         theirs = record.get(key)
         if isinstance(theirs, bool) or not isinstance(theirs, int | float):
             return f"its record has no {key}"
-        if not math.isclose(float(theirs), mine, rel_tol=0.0, abs_tol=0.0):
+        if isinstance(mine, int):  # the split seed: an exact integer, never via a float
+            same = isinstance(theirs, int) and theirs == mine
+        else:
+            same = float(theirs) == float(mine)
+        if not same:
             return f"its record's {key} is {theirs!r}, this configuration's {option} is {mine!r}"
     if record.get("n") != n:
         return f"its record's n is {record.get('n')!r}, the labeled split has {n} examples"
