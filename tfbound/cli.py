@@ -583,12 +583,43 @@ def fit_head_command(
             "on S2 like a test set (holdout_bound, usually the tightest certificate).",
         ),
     ] = False,
+    stochastic: Annotated[
+        bool,
+        typer.Option(
+            "--stochastic",
+            help="Fit tfbound's stochastic head instead: a Gaussian posterior in the metric of "
+            "S1 whose mean minimises its own PAC-Bayes certificate on S2 (prior from S1), "
+            "written to bound.stochastic_head (or --out) with linear.weight/linear.bias (the "
+            "mean) and posterior.scale; estimate certifies it beside your head "
+            "(stochastic_head_gibbs_bound), never as it.",
+        ),
+    ] = False,
 ) -> None:
     """Fit the L2 logistic head on CONFIG's frozen downstream_train features (float64 LBFGS)
-    and write it with a provenance record (same stem, .json)."""
+    and write it with a provenance record (same stem, .json); with --stochastic, tfbound's
+    stochastic head trained on its own bound."""
     from tfbound.config import load_config
 
+    if stochastic:
+        if holdout:
+            raise UsageError("--stochastic and --holdout are two different heads: pass one")
+        _fit_stochastic_and_say(load_config(config), out, force)
+        return
     _fit_and_say(load_config(config), lam, out, force, holdout)
+
+
+def _fit_stochastic_and_say(cfg: Any, out: Path | None, force: bool) -> None:
+    from tfbound.headfit import fit_stochastic_head
+
+    fit = fit_stochastic_head(cfg, out=out, force=force)
+    _stderr().print(
+        f"wrote {fit.head} and {fit.record.name} (stochastic head: mean trained on its own "
+        f"PAC-Bayes bound on S2, prior from S1; n {fit.n}, n2 {fit.n2}, Gibbs certificate "
+        f"{fit.bound:.4f} (from {fit.start_bound:.4f} on the probe's ray), S2 Gibbs error "
+        f"{fit.empirical_gibbs:.4f}, KL {fit.kl:.4g}, mean-head train accuracy "
+        f"{fit.mean_train_accuracy:.4f})",
+        soft_wrap=True,
+    )
 
 
 @app.command("init")

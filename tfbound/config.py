@@ -121,6 +121,7 @@ SEPARATE_OPTIONS: Mapping[str, str] = MappingProxyType(
         "test_set": "delta_test",
         "pretext_heldout": "delta_pretext",
         "pretext_certificate": "delta_pretext",
+        "stochastic_head": "delta_stochastic",
     }
 )
 #: Share names before report schema 2.0, refused with their new name.
@@ -286,12 +287,23 @@ class BoundSpec:
     n1_fraction: float = 0.5
     metric_eps: float = 0.1
     prior_lam: float = 1e-3
+    #: a stochastic head written by ``tfbound fit-head --stochastic`` (docs/bound.md, "A
+    #: stochastic head trained on its own bound"): certified beside the user's head, never as it
+    stochastic_head: Path | None = None
+    #: its certificate's own failure probability (a separate statement, like ``delta_test``)
+    delta_stochastic: float = 0.05
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every constant as plain data (the shares sorted by name; None: the rule)."""
+    def to_dict(self, base: Path | None = None) -> dict[str, Any]:
+        """Every constant as plain data (the shares sorted by name; None: the rule). The
+        stochastic head's two keys only when it is given (its path relative to ``base``)."""
         out: dict[str, Any] = {f: getattr(self, f) for f in BoundSpec.__dataclass_fields__}
         shares = self.delta_shares
         out["delta_shares"] = None if shares is None else dict(sorted(shares.items()))
+        if self.stochastic_head is None:
+            del out["stochastic_head"], out["delta_stochastic"]
+        else:
+            head = self.stochastic_head
+            out["stochastic_head"] = str(head) if base is None else relative_path(head, base)
         return out
 
 
@@ -333,7 +345,7 @@ class Config:
             "encoder": self.encoder.to_dict(base),
             "head": self.head.to_dict(base),
             "data": data,
-            "bound": self.bound.to_dict(),
+            "bound": self.bound.to_dict(base),
         }
         if self.decoder is not None:
             out["decoder"] = self.decoder.to_dict(base)
@@ -778,6 +790,16 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
             values[key] = MappingProxyType(dict(shares))
         elif key in ("n_draws", "seed", "batch_size", "encoder_candidates", "split_seed"):
             values[key] = _int(value, f"bound.{key}", path)
+        elif key == "stochastic_head":
+            if value is None:
+                continue
+            if not isinstance(value, str) or not 0 < len(value) <= 4096:
+                raise ConfigError(
+                    "'bound.stochastic_head' must be a path string (a .safetensors file "
+                    f"written by tfbound fit-head --stochastic), got {_short(value)}",
+                    path=path,
+                )
+            values[key] = (path.parent / value).resolve()
         else:
             if not _is_number(value) or not math.isfinite(value):
                 raise ConfigError(
@@ -788,7 +810,7 @@ def _bound_spec(raw: Any, path: Path) -> BoundSpec:
 
 
 def _check_bound(bound: BoundSpec, path: Path) -> BoundSpec:
-    for name in ("delta", "delta_test", "delta_pretext"):
+    for name in ("delta", "delta_test", "delta_pretext", "delta_stochastic"):
         value = getattr(bound, name)
         if not 0 < value < 1:
             raise ConfigError(f"'bound.{name}' must lie in (0, 1), got {_short(value)}", path=path)

@@ -189,12 +189,163 @@ def fit_head(
     return FitResult(target, rec, lam, int(train.y.shape[0]), accuracy, d)
 
 
+@dataclass(frozen=True)
+class StochasticFitResult:
+    head: Path
+    record: Path
+    n: int
+    n2: int
+    bound: float
+    start_bound: float
+    empirical_gibbs: float
+    kl: float
+    mean_train_accuracy: float
+    feature_dim: int
+
+
+def fit_stochastic_head(
+    cfg: Config, *, out: Path | None = None, force: bool = False
+) -> StochasticFitResult:
+    """Fit the stochastic head ``Q = N(m~, I)`` (whitened metric of ``S1``) whose mean minimises
+    its own PAC-Bayes certificate on ``S2`` (``tfbound.training.pbb``), with the metric and the
+    prior rebuilt from ``S1`` by the functions the estimate uses, and write it (``out``, default
+    ``bound.stochastic_head``) with its record (``kind: stochastic``)."""
+    import numpy as np
+
+    from tfbound.bounds.pbb_head import pbb_head_bound
+    from tfbound.bounds.split import augment_features, split_indices
+    from tfbound.features import encode
+    from tfbound.io.atomic import write_bytes_atomic, write_text_atomic
+    from tfbound.models.build import build_module
+    from tfbound.pipeline.stages import data_loaders, probe_feature_dim
+    from tfbound.stochastic_head import KIND, stochastic_head_payload
+    from tfbound.training.pbb import fit_pbb_mean
+
+    b = cfg.bound
+    target = out if out is not None else b.stochastic_head
+    if target is None:
+        raise ConfigError(
+            "'bound.stochastic_head' is missing: where to write the stochastic head (or pass "
+            "--out)",
+            path=cfg.path,
+        )
+    if target.suffix.lower() != ".safetensors":
+        raise InputError("a stochastic head is written as a .safetensors file", path=target)
+    if not target.parent.is_dir():
+        raise InputError("cannot write: the folder does not exist", path=target)
+    _check_replaceable(target, force)
+    encoder = build_module(cfg.encoder)
+    load_lab, _ = data_loaders(cfg)
+    train = load_lab(cfg.data.downstream_train)
+    d = probe_feature_dim(encoder, train.x, cfg.data.downstream_train.path)
+    z = encode(encoder, train.x, b.batch_size)
+    y = np.where(train.y > 0, 1.0, -1.0)
+    n = int(y.shape[0])
+    c = b.bias_const
+    idx1, idx2 = split_indices(n, b.split_seed, b.n1_fraction)
+    # S1 only: the metric and the prior, as the estimate rebuilds them
+    geometry = _estimate_geometry(z, y, idx1, idx2, b)
+    delta_q = b.delta_stochastic / b.encoder_candidates
+    x2 = geometry.metric.whiten_features(augment_features(z[idx2], c))
+    fit = fit_pbb_mean(
+        x2, y[idx2], geometry.prior_directions, lam_grid=geometry.lam_grid, delta_q=delta_q
+    )
+    mean_aug = geometry.metric.inv_sqrt @ fit.mean_whitened  # m' = M^(-1/2) m~
+    weight, bias = mean_aug[:-1], float(mean_aug[-1] * c)
+    payload = stochastic_head_payload(weight, bias, geometry.raw_scale())
+    # the certificate recomputed from what is written (as estimate will compute it)
+    mean_back = np.concatenate([weight, [bias / c]])
+    cert = pbb_head_bound(
+        z, y, mean_back, bias_const=c, split_seed=b.split_seed, delta_q=delta_q,
+        n1_fraction=b.n1_fraction, geometry=geometry,
+    ).certificate  # fmt: skip
+    accuracy = float(np.mean(y * (augment_features(z, c) @ mean_back) > 0))
+    write_bytes_atomic(target, payload)
+    data = cfg.data.downstream_train.path
+    record = {
+        MARKER_KEY: MARKER_VALUE,
+        "head_sha256": hashlib.sha256(payload).hexdigest(),
+        "kind": KIND,
+        "head": "stochastic linear: linear.weight, linear.bias (the posterior mean, an "
+        "nn.Linear head) and posterior.scale S; a draw is (w, b) = mean + S xi, xi ~ N(0, I_(d+1))",
+        "posterior": "Q = N(m~, I) in the metric M = C1 + eps tr(C1)/(d+1) I of S1 (raw heads "
+        "theta' = (w, b/c) ~ N(m', M^(-1)), S = diag(1, ..., 1, c) M^(-1/2))",
+        "prior": "N(beta u_1, I), u_1 the tool's L2 logistic probe on S1 (prior_lam), beta on "
+        "the grid 0 and 2^(k/4), k=-8..40",
+        "objective": fit.objective,
+        "fitted_on": "S",
+        "prior_from": "S1",
+        "posterior_trained_on": "S2",
+        "split_seed": b.split_seed,
+        "n1_fraction": b.n1_fraction,
+        "n1": int(idx1.shape[0]),
+        "n2": int(idx2.shape[0]),
+        "metric_eps": b.metric_eps,
+        "prior_lam": b.prior_lam,
+        "bias_const": c,
+        "delta_q": delta_q,
+        "certificate_at_fit": cert.bound,
+        "empirical_gibbs_s2": cert.empirical_gibbs,
+        "kl": cert.kl,
+        "n": n,
+        "positives": int(np.sum(y > 0)),
+        "feature_dim": d,
+        "mean_train_accuracy": accuracy,
+        "encoder_arch": cfg.encoder.arch,
+        "encoder_sha256": weights_digest(cfg.encoder),
+        "data_sha256": data_digest(data),
+        "config": str(cfg.path),
+    }
+    rec = record_path(target)
+    write_text_atomic(rec, json.dumps(record, indent=1) + "\n")
+    return StochasticFitResult(
+        target, rec, n, int(idx2.shape[0]), cert.bound, fit.start_bound, cert.empirical_gibbs,
+        cert.kl, accuracy, d,
+    )  # fmt: skip
+
+
 __all__ = [
     "DEFAULT_LAM",
     "FIXED",
     "FitResult",
+    "StochasticFitResult",
     "fit_head",
+    "fit_stochastic_head",
     "read_fit_record",
     "record_path",
     "weights_digest",
 ]
+
+
+def _estimate_geometry(z: Any, y: Any, idx1: Any, idx2: Any, b: Any) -> Any:
+    """The metric and prior exactly as the streamed estimate fits them on ``S1``: the probes on
+    ``tfbound.pipeline.stream.probe_rows`` (all of ``S1``, or its seeded subset), the metric
+    from all of ``S1``."""
+    import numpy as np
+
+    from tfbound.bounds.pac_bayes import fit_pac_bayes_prior
+    from tfbound.bounds.pbb_head import geometry_of
+    from tfbound.bounds.split import augment_features
+    from tfbound.pipeline.stream import probe_rows
+
+    c = b.bias_const
+    rows = probe_rows(idx1, int(z.shape[1]), b.split_seed)
+    z1 = augment_features(z[idx1], c)
+    lam = b.prior_lam
+    lam_grid = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
+    prior = fit_pac_bayes_prior(
+        z[rows],
+        y[rows],
+        n=int(z.shape[0]),
+        idx1=idx1,
+        idx2=idx2,
+        bias_const=c,
+        split_seed=b.split_seed,
+        n1_fraction=b.n1_fraction,
+        eps=b.metric_eps,
+        lam_grid=lam_grid,
+        second_moment=None
+        if rows.shape[0] == idx1.shape[0]
+        else np.asarray(z1.T @ z1) / z1.shape[0],
+    )
+    return geometry_of(prior.metric, prior.theta_prior, prior.lam_grid, c)

@@ -39,6 +39,8 @@ class TermKey(StrEnum):
     DISAGREEMENT = "disagreement_bound"
     PAC_BAYES_POOL = "pac_bayes_pool_bound"
     HOLDOUT = "holdout_bound"
+    #: tfbound's stochastic head (fit-head --stochastic): another predictor, never the headline
+    STOCHASTIC_HEAD_GIBBS = "stochastic_head_gibbs_bound"
     FINETUNED = "finetuned_test_error_bound"
     # section 2 components
     DOWNSTREAM_EMPIRICAL_RISK = "downstream_empirical_risk"
@@ -53,6 +55,7 @@ class TermKey(StrEnum):
     OBSERVED_TEST_ERROR = "observed_test_error"
     TEST_SET_BOUND = "test_set_bound"
     OBSERVED_GIBBS_TEST_ERROR = "observed_gibbs_test_error"
+    OBSERVED_STOCHASTIC_HEAD_GIBBS = "observed_stochastic_head_gibbs_test_error"
     # pre-training
     PRETEXT_EMPIRICAL_RISK = "pretext_empirical_risk"
     PRETEXT_HELDOUT_RISK = "pretext_heldout_risk"
@@ -126,14 +129,24 @@ HEADLINE_SHARES: tuple[str, ...] = (
 )
 #: The statements beside the headline, each with its own failure probability: the test-set
 #: bound (``bound.delta_test``), the pretext interval and certificate (``bound.delta_pretext``).
-SEPARATE_STATEMENTS: tuple[str, ...] = ("test_set", "pretext_heldout", "pretext_certificate")
+#: The stochastic head's certificate (``bound.delta_stochastic``) is one too: it is about another
+#: predictor than the user's head.
+SEPARATE_STATEMENTS: tuple[str, ...] = (
+    "test_set",
+    "pretext_heldout",
+    "pretext_certificate",
+    "stochastic_head",
+)
 
 #: ``tightness_<name>`` = certificate / test_set_bound, one per certificate.
 TIGHTNESS_PREFIX = "tightness_"
 
 _ROLES: dict[TermKey, Role] = {
     TermKey.BEST: Role.HEADLINE,
-    **dict.fromkeys((*DETERMINISTIC_CERTIFICATES, TermKey.PAC_BAYES_GIBBS), Role.CERTIFICATE),
+    **dict.fromkeys(
+        (*DETERMINISTIC_CERTIFICATES, TermKey.PAC_BAYES_GIBBS, TermKey.STOCHASTIC_HEAD_GIBBS),
+        Role.CERTIFICATE,
+    ),
     **dict.fromkeys(
         (
             TermKey.DOWNSTREAM_EMPIRICAL_RISK,
@@ -146,7 +159,12 @@ _ROLES: dict[TermKey, Role] = {
         Role.COMPONENT,
     ),
     **dict.fromkeys(
-        (TermKey.OBSERVED_TEST_ERROR, TermKey.TEST_SET_BOUND, TermKey.OBSERVED_GIBBS_TEST_ERROR),
+        (
+            TermKey.OBSERVED_TEST_ERROR,
+            TermKey.TEST_SET_BOUND,
+            TermKey.OBSERVED_GIBBS_TEST_ERROR,
+            TermKey.OBSERVED_STOCHASTIC_HEAD_GIBBS,
+        ),
         Role.HELDOUT,
     ),
     **{k: Role.PRETEXT for k in TermKey if k.value.startswith("pretext_")},

@@ -11,6 +11,11 @@ violation rate is below ``delta_C``.
 Power: leaky variants (the prior head fitted on all of ``S``; for the pool certificate also the
 pool taken from ``S``) are certified the same way and must fail, so the test can fail. The long
 form (200 draws per setting) is marked ``slow`` and runs in CI; the default form runs 30.
+
+tfbound's stochastic head (``fit-head --stochastic``, ``Q = N(m', M^(-1))``) is checked the same
+way against its true Gibbs error ``E_theta err(theta)`` (the closed form per head, averaged over
+heads drawn from ``Q``; exactly 1/2 under fair-coin labels), with its leaky variant (metric and
+prior fitted on all of ``S``).
 """
 
 from __future__ import annotations
@@ -144,3 +149,84 @@ def test_certificates_cover_the_true_error_and_leaks_are_caught(
 def test_coverage_over_200_draws(setting: tuple[str, int, int, int, float]) -> None:
     runs = 200
     check(run(setting, runs), runs, need_power=setting[4] == 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# tfbound's stochastic head (fit-head --stochastic): its Gibbs certificate against its true
+# Gibbs error
+# --------------------------------------------------------------------------------------------
+
+#: heads sampled from Q to average the closed-form error of each (the true Gibbs error is
+#: E_theta err(theta), with err(theta) the closed form above: not closed form itself)
+GIBBS_HEADS = 20_000
+DELTA_Q = 0.05
+
+
+def true_gibbs_error(
+    mean_aug: np.ndarray, inv_sqrt: np.ndarray, mu: np.ndarray, rng: np.random.Generator
+) -> float:
+    """``E_(theta' ~ N(m', M^(-1))) err(theta')`` with ``err`` the closed form of a linear head
+    (``z' = (z, 1)``): exactly 1/2 when ``mu = 0``, else averaged over ``GIBBS_HEADS`` draws (its
+    Monte Carlo error is about 1e-3 of the value)."""
+    if not np.any(mu):
+        return 0.5
+    theta = mean_aug[None, :] + rng.normal(size=(GIBBS_HEADS, mean_aug.shape[0])) @ inv_sqrt
+    w, b = theta[:, :-1], theta[:, -1]
+    norm = np.linalg.norm(w, axis=1)
+    return float(np.mean(0.5 * ndtr(-(w @ mu + b) / norm) + 0.5 * ndtr((b - w @ mu) / norm)))
+
+
+def stochastic_run(setting: tuple[str, int, int, int, float], runs: int) -> dict[str, int]:
+    """Violations of the stochastic head's certificate, correct and leaky (the metric and the
+    prior fitted on all of ``S``, the posterior then trained and certified on ``S2``)."""
+    from tfbound.bounds.pbb_head import pbb_head_bound, prior_geometry
+    from tfbound.bounds.split import augment_features, split_indices
+    from tfbound.training.pbb import fit_pbb_mean
+
+    _, d, n, _, mu_norm = setting
+    mu = np.zeros(d)
+    mu[0] = mu_norm
+    counts = {"correct": 0, "leaky": 0}
+    idx1, idx2 = split_indices(n, 0, 0.5)
+    with single_threaded():
+        for r in range(runs):
+            rng = np.random.default_rng(80_000 + r)
+            z, y = draw(rng, n, mu)
+            for variant, rows in (("correct", idx1), ("leaky", np.arange(n))):
+                geo = prior_geometry(z[rows], y[rows], bias_const=1.0, eps=0.1, lam=1e-3)
+                x2 = geo.metric.whiten_features(augment_features(z[idx2], 1.0))
+                fit = fit_pbb_mean(
+                    x2, y[idx2], geo.prior_directions, lam_grid=geo.lam_grid, delta_q=DELTA_Q
+                )
+                mean_aug = geo.metric.inv_sqrt @ fit.mean_whitened
+                res = pbb_head_bound(
+                    z, y, mean_aug, bias_const=1.0, split_seed=0, delta_q=DELTA_Q, geometry=geo
+                )
+                truth = true_gibbs_error(mean_aug, geo.metric.inv_sqrt, mu, rng)
+                counts[variant] += res.certificate.bound < truth
+    return counts
+
+
+def stochastic_check(counts: dict[str, int], runs: int, need_power: bool) -> None:
+    lower = clopper_pearson_lower(counts["correct"], runs, LEVEL)
+    assert lower < DELTA_Q, f"stochastic head: {counts['correct']}/{runs} violations"
+    if need_power:  # fair-coin labels, d > n: the leaky prior must be caught
+        lower = clopper_pearson_lower(counts["leaky"], runs, LEVEL)
+        assert lower > DELTA_Q, f"leaky stochastic head: only {counts['leaky']}/{runs} violations"
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_the_stochastic_head_certificate_covers_its_gibbs_error_and_a_leak_is_caught(
+    setting: tuple[str, int, int, int, float],
+) -> None:
+    runs = 30
+    stochastic_check(stochastic_run(setting, runs), runs, need_power=setting[4] == 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_stochastic_head_coverage_over_200_draws(
+    setting: tuple[str, int, int, int, float],
+) -> None:
+    runs = 200
+    stochastic_check(stochastic_run(setting, runs), runs, need_power=setting[4] == 0.0)

@@ -66,9 +66,10 @@ def test_best_certificate_is_the_minimum_with_the_summed_confidence(report: Repo
     assert sum(d[k] for k in headline) == pytest.approx(d["delta"])  # delta is the headline's
     assert best.confidence == pytest.approx(1 - d["delta"])
     assert best.details["delta_shares"] == {k: d[k] for k in headline}
-    made = {t.key for t in report.terms}
+    made = {t.key for t in (*report.terms, *report.bounds)}
     statements = {"test_set": "test_set_bound", "pretext_heldout": "pretext_heldout_risk"}
     statements["pretext_certificate"] = "pretext_risk_bound"
+    statements["stochastic_head"] = "stochastic_head_gibbs_bound"
     assert set(statements) == set(SEPARATE_STATEMENTS)
     for k, key in statements.items():  # separate statements, each at its own level, if made
         assert (k in d) == (key in made), k

@@ -302,6 +302,9 @@ def load_head(spec: ModuleSpec, feature_dim: int) -> LoadedHead:
         return _factory_head(spec, feature_dim)
     assert spec.weights is not None
     tensors = _renamed_tensors(spec, spec.weights)
+    if spec.arch == "linear":
+        # a stochastic head of tfbound fit-head --stochastic: its mean is the linear head
+        tensors.pop("posterior.scale", None)
     layers = _layers_of(tensors)
     picked = _pick_layers(layers, spec.arch)
     extra = set(tensors) - {

@@ -78,6 +78,7 @@ from tfbound.pipeline.stages import (
     setup_of,
     task_of,
 )
+from tfbound.pipeline.stochastic import CheckedStochasticHead, read_checked, stochastic_head_stage
 from tfbound.pipeline.stream import (
     LOCAL,
     Shard,
@@ -87,6 +88,7 @@ from tfbound.pipeline.stream import (
     stream_train,
 )
 from tfbound.report import Report
+from tfbound.stochastic_head import StochasticHeadFile
 from tfbound.terms import Term
 
 
@@ -99,6 +101,8 @@ class _Collected:
     bounds: list[Term] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     spent: set[str] = field(default_factory=set)
+    #: the stochastic head of ``bound.stochastic_head``, when its checks passed
+    stochastic: CheckedStochasticHead | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,7 @@ STATEMENT_TERMS = {
     "test_set": TermKey.TEST_SET_BOUND,
     "pretext_heldout": TermKey.PRETEXT_HELDOUT_RISK,
     "pretext_certificate": TermKey.PRETEXT_RISK_BOUND,
+    "stochastic_head": TermKey.STOCHASTIC_HEAD_GIBBS,
 }
 
 
@@ -225,6 +230,7 @@ def budget_of(
         "test_set": b.delta_test,
         "pretext_heldout": b.delta_pretext,
         "pretext_certificate": b.delta_pretext,
+        "stochastic_head": b.delta_stochastic,
     }
     return DeltaBudget(b.delta, fractions, b.encoder_candidates, separate)
 
@@ -284,8 +290,12 @@ def _estimate(
         if isinstance(models.head, LinearHead)
         else None
     )
-    need_prior = (theta_aug is not None and budget.has("pac_bayes")) or (
-        splits.pool is not None and cfg.pool is not None and budget.has("disagreement_prior")
+    # tfbound's stochastic head (bound.stochastic_head): read first, its mean scored on S2
+    stochastic = read_checked(cfg, models.feature_dim, int(train.y.shape[0]), budget, out)
+    need_prior = (
+        (theta_aug is not None and budget.has("pac_bayes"))
+        or (splits.pool is not None and cfg.pool is not None and budget.has("disagreement_prior"))
+        or stochastic is not None
     )
     train_pass = stream_train(
         models,
@@ -296,6 +306,7 @@ def _estimate(
         bound=b,
         theta_aug=theta_aug,
         need_prior=need_prior,
+        extra_heads=None if stochastic is None else stochastic.mean_aug(b.bias_const)[None, :],
         shard=shard,
         progress=progress,
     )
@@ -310,7 +321,9 @@ def _estimate(
         models, head_chain, train_pass, splits, est, u_sigma, budget, cfg, out
     )
     with phase(progress, "PAC-Bayes and disagreement certificates"):
-        pac = _section10(models, train_pass, theta_aug, splits, budget, cfg, shard, progress, out)
+        pac = _section10(
+            models, train_pass, theta_aug, stochastic, splits, budget, cfg, shard, progress, out
+        )
     if holdout is not None and budget.has("holdout"):
         _, idx2 = split_indices(n, *holdout)
         errors = int(np.sum(train.y[idx2] * train_pass.scores[idx2] <= 0))
@@ -462,6 +475,7 @@ def _section10(
     models: Models,
     train_pass: TrainStream,
     theta_aug: np.ndarray | None,
+    stochastic: StochasticHeadFile | None,
     splits: Splits,
     budget: DeltaBudget,
     cfg: Setup,
@@ -486,6 +500,18 @@ def _section10(
         )
         out.bounds += pac_bayes_terms(pac, confidence=budget.confidence("pac_bayes"))
         out.spent |= {"pac_bayes"}
+    if stochastic is not None and prior is not None and s2 is not None:
+        assert s2.extra_scores is not None and s2.x_norms is not None
+        out.stochastic = stochastic_head_stage(
+            cfg,
+            stochastic,
+            prior,
+            s2.extra_scores[:, 0],
+            s2.x_norms,
+            splits.train.y[prior.idx2],
+            budget,
+            out,
+        )
     if splits.pool is None or cfg.pool is None or prior is None or s2 is None:
         return pac
     pool = stream_pool(
@@ -543,7 +569,7 @@ def _heldout(
     out: _Collected,
 ) -> None:
     """Observed test error, the test-set bound and each certificate's tightness."""
-    test = splits.test
+    test, stoch = splits.test, out.stochastic
     if test is None or cfg.test is None:
         out.warnings.append("no downstream_test split: no observed test error or test-set bound")
         return
@@ -555,6 +581,7 @@ def _heldout(
         path=cfg.test.path,
         bound=cfg.bound,
         pac=pac,
+        extra=None if stoch is None else (stoch.geometry.metric, stoch.mean_aug[None, :]),
         shard=shard,
         progress=progress,
     )
@@ -568,6 +595,9 @@ def _heldout(
     if pac is not None and test_pass.gamma is not None and test_pass.nonzero is not None:
         gibbs = pac.gibbs_error_from_margins(test_pass.gamma, test_pass.nonzero)
         out.terms.append(observed_gibbs_term(gibbs, m_test))
+    if stoch is not None and test_pass.extra_scores is not None and test_pass.x_norms is not None:
+        scores = test_pass.extra_scores[:, 0]
+        out.terms.append(stoch.observed_term(scores, test_pass.x_norms, test.y))
     out.terms += tightness_terms(out.bounds, held[1].value or 0.0)
 
 
@@ -709,7 +739,11 @@ def _report(
         model=model,
         data=data,
         deltas=budget.to_dict(
-            made=(s for s, key in STATEMENT_TERMS.items() if any(t.key == key for t in terms))
+            made=(
+                s
+                for s, key in STATEMENT_TERMS.items()
+                if any(t.key == key for t in (*terms, *bounds))
+            )
         ),
         terms=tuple(terms),
         bounds=tuple(bounds),

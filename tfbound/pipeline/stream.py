@@ -34,7 +34,7 @@ from tfbound.bounds.pac_bayes import PacBayesPrior, PacBayesResult, fit_pac_baye
 from tfbound.bounds.split import split_indices
 from tfbound.errors import DataError
 from tfbound.features import ProgressFn, _encode_batch
-from tfbound.measures.gaussian import normalised_margins
+from tfbound.measures.gaussian import Metric, normalised_margins
 from tfbound.measures.rirc import RircSums, augment
 
 #: The most bytes of float64 ``S1`` features kept for the prior probes; a larger ``S1`` gives the
@@ -188,12 +188,14 @@ def encoded(
 @dataclass(frozen=True, eq=False)
 class S2Scalars:
     """Per-example values on ``S2`` (in ``idx2`` order) that need the prior: the prior heads'
-    outputs ``(n2, J_lambda)`` and, for a linear head, the normalised margins ``gamma`` and the
-    whitened norms ``||M^(-1/2) z'||``."""
+    outputs ``(n2, J_lambda)``; for a linear head, the normalised margins ``gamma``; the whitened
+    norms ``||M^(-1/2) z'||`` (linear head, or extra heads); the extra heads' outputs
+    ``theta' . z'`` ``(n2, k)`` (the stochastic head's mean)."""
 
     prior_scores: np.ndarray
     gamma: np.ndarray | None
     x_norms: np.ndarray | None
+    extra_scores: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,6 +235,7 @@ def stream_train(
     bound: Any,
     theta_aug: np.ndarray | None,
     need_prior: bool,
+    extra_heads: np.ndarray | None = None,
     shard: Shard = LOCAL,
     progress: ProgressFn | None = None,
 ) -> TrainStream:
@@ -240,7 +243,8 @@ def stream_train(
 
     ``need_prior``: fit the prior of spec 10.2 on ``S1`` (PAC-Bayes, or the disagreement route)
     and keep the ``S2`` values that need it; ``theta_aug``: a linear head ``(theta, b/c)``, whose
-    normalised margins on ``S2`` PAC-Bayes reads."""
+    normalised margins on ``S2`` PAC-Bayes reads; ``extra_heads``: augmented heads ``(k, d+1)``
+    scored on ``S2`` with the whitened norms (the stochastic head's mean)."""
     b = bound
     c = b.bias_const
     n = int(y.shape[0])
@@ -299,9 +303,11 @@ def stream_train(
         del probe
     n2 = int(idx2.shape[0])
     linear = prior is not None and theta_aug is not None
+    extra = None if prior is None else extra_heads
     prior_scores = None if prior is None else np.zeros((n2, prior.theta_prior.shape[0]))
     gamma = np.zeros(n2) if linear else None
-    x_norms = np.zeros(n2) if linear else None
+    x_norms = np.zeros(n2) if linear or extra is not None else None
+    extra_scores = None if extra is None else np.zeros((n2, extra.shape[0]))
     u = None if not linear else prior.direction(theta_aug)  # type: ignore[union-attr,arg-type]
     for batch in encoded(
         models, x, part2, b.batch_size, what=what, path=path, task=task,
@@ -314,15 +320,18 @@ def stream_train(
         zn = za.numpy()
         pos = np.searchsorted(idx2, batch.rows)
         prior_scores[pos] = zn @ prior.theta_prior.T
-        if gamma is not None and x_norms is not None and u is not None:
+        if extra is not None and extra_scores is not None:
+            extra_scores[pos] = zn @ extra.T
+        if x_norms is not None:
             xw = prior.metric.whiten_features(zn)
-            gamma[pos] = normalised_margins(xw, y[batch.rows], u)
             x_norms[pos] = np.linalg.norm(xw, axis=1)
-    shard.sum_(rirc.sums_t, scores, prior_scores, gamma, x_norms)
+            if gamma is not None and u is not None:
+                gamma[pos] = normalised_margins(xw, y[batch.rows], u)
+    shard.sum_(rirc.sums_t, scores, prior_scores, gamma, x_norms, extra_scores)
     rirc.sum_sq, n_seen = shard.sum_scalars(rirc.sum_sq, float(rirc.n))
     rirc.n = int(n_seen)
     max_sq = shard.max_(max_sq)
-    s2 = None if prior_scores is None else S2Scalars(prior_scores, gamma, x_norms)
+    s2 = None if prior_scores is None else S2Scalars(prior_scores, gamma, x_norms, extra_scores)
     return TrainStream(n, scores, rirc, float(np.sqrt(max_sq)), prior, s2)
 
 
@@ -383,11 +392,14 @@ def stream_pool(
 @dataclass(frozen=True, eq=False)
 class TestStream:
     """Per test example: the head's output and, with a PAC-Bayes result, the normalised margin
-    of its direction and whether the whitened row is nonzero (the observed Gibbs error)."""
+    of its direction and whether the whitened row is nonzero (the observed Gibbs error); with
+    extra heads, their outputs ``theta' . z'`` ``(m, k)`` and the whitened norms."""
 
     scores: np.ndarray
     gamma: np.ndarray | None
     nonzero: np.ndarray | None
+    extra_scores: np.ndarray | None = None
+    x_norms: np.ndarray | None = None
 
 
 def stream_test(
@@ -399,14 +411,18 @@ def stream_test(
     path: Path | None,
     bound: Any,
     pac: PacBayesResult | None,
+    extra: tuple[Metric, np.ndarray] | None = None,
     shard: Shard = LOCAL,
     progress: ProgressFn | None = None,
 ) -> TestStream:
-    """The test split in one pass."""
+    """The test split in one pass; ``extra``: a metric and augmented heads ``(k, d+1)`` to score
+    with the whitened norms (the stochastic head)."""
     m = int(y.shape[0])
     scores = np.zeros(m)
     gamma = np.zeros(m) if pac is not None else None
     nonzero = np.zeros(m) if pac is not None else None
+    extra_scores = None if extra is None else np.zeros((m, extra[1].shape[0]))
+    x_norms = None if extra is None else np.zeros(m)
     for batch in encoded(
         models, x, shard.part(np.arange(m)), bound.batch_size, what=what, path=path,
         task="features (test)", progress=progress,
@@ -416,8 +432,15 @@ def stream_test(
             xw = pac.metric.whiten_features(batch.augmented(pac.bias_const).numpy())
             gamma[batch.rows] = normalised_margins(xw, y[batch.rows], pac.u)
             nonzero[batch.rows] = np.linalg.norm(xw, axis=1) > 0
-    shard.sum_(scores, gamma, nonzero)
-    return TestStream(scores, gamma, None if nonzero is None else nonzero > 0)
+        if extra is not None and extra_scores is not None and x_norms is not None:
+            metric, heads = extra
+            zn = batch.augmented(bound.bias_const).numpy()
+            extra_scores[batch.rows] = zn @ heads.T
+            x_norms[batch.rows] = np.linalg.norm(metric.whiten_features(zn), axis=1)
+    shard.sum_(scores, gamma, nonzero, extra_scores, x_norms)
+    return TestStream(
+        scores, gamma, None if nonzero is None else nonzero > 0, extra_scores, x_norms
+    )
 
 
 __all__ = [

@@ -52,6 +52,7 @@ SHORT_NAMES: dict[str, str] = {
     TermKey.TEST_SET_BOUND: "test-set bound",
     TermKey.OBSERVED_TEST_ERROR: "observed",
     TermKey.PAC_BAYES_GIBBS: "PAC-Bayes Gibbs",
+    TermKey.STOCHASTIC_HEAD_GIBBS: "stochastic head Gibbs",
 }
 _CERT_ORDER = [
     k.value

@@ -104,6 +104,7 @@ CERTIFICATE_ORDER = (
     TermKey.CERTIFIED,
     TermKey.FINETUNED,
     TermKey.PAC_BAYES_GIBBS,
+    TermKey.STOCHASTIC_HEAD_GIBBS,
 )
 
 
@@ -156,6 +157,10 @@ def headline_lines(report: dict[str, Any]) -> list[str]:
 def term_note(term: dict[str, Any], report: dict[str, Any]) -> str | None:
     """A short explanation for a term whose meaning its key and value do not make obvious."""
     key, details = term["key"], term.get("details", {})
+    if key == TermKey.STOCHASTIC_HEAD_GIBBS:
+        return "bounds the Gibbs error of tfbound's stochastic head (another predictor), not yours"
+    if key == TermKey.OBSERVED_STOCHASTIC_HEAD_GIBBS:
+        return "tfbound's stochastic head on the test split (its Gibbs error)"
     if term.get("role") in (Role.HEADLINE, Role.CERTIFICATE):
         if term["quantity"] != "downstream_test_error":
             return f"bounds the {term['quantity'].replace('_', ' ')}, not your head's error"
