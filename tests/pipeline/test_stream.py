@@ -133,6 +133,7 @@ def test_a_large_s1_fits_the_probe_on_a_seeded_subset_and_the_metric_on_all_of_i
     cfg, models, splits, f = _in_memory("ce_mlp")
     d = models.feature_dim
     monkeypatch.setattr(stream, "PRIOR_SAMPLE_BYTES", 120 * 8 * (d + 1))
+    monkeypatch.setattr(stream, "PRIOR_SAMPLE_MIN_ROWS", 100)
     report = estimate(cfg, dtype="float64", capacity="off")
     b, c = cfg.bound, cfg.bound.bias_const
     z, y = f["train"], splits.train.y

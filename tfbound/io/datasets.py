@@ -183,16 +183,59 @@ def _check_input_dtype(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
     return arr
 
 
+def _load_input_array(path: Path, key: str) -> Any:
+    """An input array: read rows at a time from its file when it is a large C-order ``.npy`` or
+    uncompressed ``.npz`` member (``tfbound.io.rows.FileRows``), else read as ``_load_array``."""
+    if path.is_file() and path.suffix in (".npy", ".npz"):
+        lazy = _lazy_rows(path, key)
+        if lazy is not None:
+            if lazy.dtype.kind not in "biuf":
+                raise DataError(f"array '{key}' has non-numeric dtype {lazy.dtype}", path=path)
+            if lazy.shape[0] == 0:
+                raise DataError(f"array '{key}' is empty (shape {lazy.shape})", path=path)
+            return lazy
+    return _load_array(path, key)
+
+
+def _lazy_rows(path: Path, key: str) -> Any:
+    from numpy.lib import format as npy_format
+
+    from tfbound.io.rows import npy_rows, npz_member_rows
+
+    try:
+        if path.suffix == ".npy":
+            _check_npy(path, key)
+            with path.open("rb") as fh:
+                version = npy_format.read_magic(fh)
+                read = (
+                    npy_format.read_array_header_1_0
+                    if version == (1, 0)
+                    else npy_format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read(fh)
+                return npy_rows(path, fh.tell(), tuple(shape), np.dtype(dtype), bool(fortran))
+        _check_npz_member(path, key)
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+        member = f"{key}.npy" if f"{key}.npy" in names else key
+        return npz_member_rows(path, member) if member in names else None
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, SyntaxError, zipfile.BadZipFile):
+        return None  # read whole: _load_array names what is wrong
+
+
 def load_inputs(source: ArraySource) -> np.ndarray:
-    """The input array ``(n, ...)``, float32 or float64; not copied into memory for ``.npy``."""
-    return _check_input_dtype(_load_array(source.path, source.x), source.path, source.x)
+    """The input array ``(n, ...)``, float32 or float64; a large one is read rows at a time
+    (``tfbound.io.rows``)."""
+    return _check_input_dtype(_load_input_array(source.path, source.x), source.path, source.x)
 
 
 def load_labeled(source: ArraySource) -> LabeledArrays:
     """Inputs and binary labels mapped to {-1, +1}."""
     if source.y is None:
         raise DataError("a labeled split needs a label key 'y'", path=source.path)
-    x = _check_input_dtype(_load_array(source.path, source.x), source.path, source.x)
+    x = _check_input_dtype(_load_input_array(source.path, source.x), source.path, source.x)
     if x.shape[0] < 2:
         raise DataError(
             f"a labeled split needs at least 2 examples; '{source.x}' has {x.shape[0]}",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,10 @@ def text_digest(text: str) -> bytes:
 def array_row_digests(x: Any) -> list[bytes]:
     """Digests of the rows of an ``(n, ...)`` array (or an array-like read by slices), each row
     flattened to float64; NaN or Inf is a ``DataError`` (it has no identity to compare)."""
-    out: list[bytes] = []
+    return list(_iter_row_digests(x))
+
+
+def _iter_row_digests(x: Any) -> Iterator[bytes]:
     n = int(x.shape[0])
     width = max(int(np.prod(x.shape[1:], dtype=np.int64)), 1)
     chunk = max(1, min(_CHUNK, _CHUNK_VALUES // width))  # about 32 MiB of float64 at a time
@@ -61,10 +64,8 @@ def array_row_digests(x: Any) -> list[bytes]:
             raise DataError("inputs contain NaN or Inf: rows cannot be compared")
         prefix = f"rows\0{rows.shape[1]}\0".encode()
         rows = np.ascontiguousarray(rows)
-        out += [
-            hashlib.blake2b(prefix + r.tobytes(), digest_size=DIGEST_BYTES).digest() for r in rows
-        ]
-    return out
+        for r in rows:
+            yield hashlib.blake2b(prefix + r.tobytes(), digest_size=DIGEST_BYTES).digest()
 
 
 def row_width(x: Any) -> int | None:
@@ -111,7 +112,9 @@ def pool_overlap(pool: Any, others: Sequence[tuple[str, Any]]) -> Overlap:
                 f"cannot compare the pool (rows of {width} values) with {name} "
                 f"(rows of {other_width} values)"
             )
-        rows = _shared_rows(index, input_digests(other))
+        own = getattr(other, "row_digests", None)
+        # another split's digests are checked as they are made, never all held
+        rows = _shared_rows(index, own() if callable(own) else _iter_row_digests(other))
         if rows:
             hit = {index[k] for k in rows.values()}
             # every pool row with a digest of a shared one (duplicates within the pool too)

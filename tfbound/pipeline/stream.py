@@ -34,12 +34,14 @@ from tfbound.bounds.pac_bayes import PacBayesPrior, PacBayesResult, fit_pac_baye
 from tfbound.bounds.split import split_indices
 from tfbound.errors import DataError
 from tfbound.features import ProgressFn, _encode_batch
-from tfbound.measures.gaussian import Metric, normalised_margins
+from tfbound.measures.gaussian import Metric, unit_direction
 from tfbound.measures.rirc import RircSums, augment
 
-#: The most bytes of float64 ``S1`` features kept for the prior probes; a larger ``S1`` gives the
-#: probes a seeded subset of its rows (the metric still sums all of them).
-PRIOR_SAMPLE_BYTES = 64 << 20
+#: The most bytes of float64 ``S1`` features kept for the prior probes (but at least
+#: :data:`PRIOR_SAMPLE_MIN_ROWS` rows); a larger ``S1`` gives the probes a seeded subset of its
+#: rows (the metric still sums all of them).
+PRIOR_SAMPLE_BYTES = 16 << 20
+PRIOR_SAMPLE_MIN_ROWS = 4096
 
 _PROBE_SUBSET_SEED = 0x5EED_5101  # mixed with split_seed: the subset is a configuration constant
 
@@ -181,6 +183,29 @@ def encoded(
 
 
 # --------------------------------------------------------------------------------------------
+# Per-batch linear algebra, in torch: a numpy (OpenBLAS) product between two torch products
+# makes the two thread pools spin against each other (the whole 1M-row pass ran 3x slower)
+# --------------------------------------------------------------------------------------------
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.asarray(t.numpy(), dtype=np.float64)
+
+
+def _margins(xw: torch.Tensor, y: np.ndarray, u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(gamma_i, ||x_i||)``: ``gamma = y u . x / ||x||`` (0 for a zero row), as
+    ``tfbound.measures.gaussian.normalised_margins`` computes it."""
+    norms = torch.linalg.vector_norm(xw, dim=1)
+    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+    gamma = torch.where(norms > 0, _t(y) * (xw @ u) / safe, torch.zeros_like(norms))
+    return _np(gamma), _np(norms)
+
+
+# --------------------------------------------------------------------------------------------
 # The training split
 # --------------------------------------------------------------------------------------------
 
@@ -217,8 +242,9 @@ class TrainStream:
 
 def probe_rows(idx1: np.ndarray, dim: int, split_seed: int) -> np.ndarray:
     """The ``S1`` rows the prior probes are fitted on: all of them when their float64 features
-    fit in :data:`PRIOR_SAMPLE_BYTES`, else a seeded subset of that many (sorted)."""
-    cap = max(dim + 2, PRIOR_SAMPLE_BYTES // (8 * (dim + 1)))
+    fit in :data:`PRIOR_SAMPLE_BYTES` (or are fewer than :data:`PRIOR_SAMPLE_MIN_ROWS`), else a
+    seeded subset of that many (sorted): a rule of ``n1``, ``d`` and the split seed only."""
+    cap = max(dim + 2, PRIOR_SAMPLE_MIN_ROWS, PRIOR_SAMPLE_BYTES // (8 * (dim + 1)))
     if idx1.shape[0] <= cap:
         return idx1
     rng = np.random.default_rng([int(split_seed), _PROBE_SUBSET_SEED])
@@ -279,8 +305,7 @@ def stream_train(
             hit = probe_at[pos] == batch.rows
             probe[pos[hit]] = batch.z.numpy()[hit]
         if c1_sum is not None:
-            zn = za.numpy()
-            c1_sum += zn.T @ zn
+            c1_sum += _np(za.T @ za)
     prior = None
     if need_prior:
         assert probe is not None
@@ -308,7 +333,10 @@ def stream_train(
     gamma = np.zeros(n2) if linear else None
     x_norms = np.zeros(n2) if linear or extra is not None else None
     extra_scores = None if extra is None else np.zeros((n2, extra.shape[0]))
-    u = None if not linear else prior.direction(theta_aug)  # type: ignore[union-attr,arg-type]
+    u = None if not linear else _t(unit_direction(prior.direction(theta_aug)))  # type: ignore[union-attr,arg-type]
+    if prior is not None:
+        inv_sqrt, thetas = _t(prior.metric.inv_sqrt), _t(prior.theta_prior.T)
+    extra_t = None if extra is None else _t(extra.T)
     for batch in encoded(
         models, x, part2, b.batch_size, what=what, path=path, task=task,
         progress=progress, done=int(part1.shape[0]), total=total,
@@ -317,16 +345,16 @@ def stream_train(
         if prior is None:
             continue
         assert prior_scores is not None
-        zn = za.numpy()
         pos = np.searchsorted(idx2, batch.rows)
-        prior_scores[pos] = zn @ prior.theta_prior.T
-        if extra is not None and extra_scores is not None:
-            extra_scores[pos] = zn @ extra.T
+        prior_scores[pos] = _np(za @ thetas)
+        if extra_t is not None and extra_scores is not None:
+            extra_scores[pos] = _np(za @ extra_t)
         if x_norms is not None:
-            xw = prior.metric.whiten_features(zn)
-            x_norms[pos] = np.linalg.norm(xw, axis=1)
+            xw = za @ inv_sqrt
             if gamma is not None and u is not None:
-                gamma[pos] = normalised_margins(xw, y[batch.rows], u)
+                gamma[pos], x_norms[pos] = _margins(xw, y[batch.rows], u)
+            else:
+                x_norms[pos] = _np(torch.linalg.vector_norm(xw, dim=1))
     shard.sum_(rirc.sums_t, scores, prior_scores, gamma, x_norms, extra_scores)
     rirc.sum_sq, n_seen = shard.sum_scalars(rirc.sum_sq, float(rirc.n))
     rirc.n = int(n_seen)
@@ -367,24 +395,29 @@ def stream_pool(
 ) -> PoolStream:
     """The unlabeled pool in one pass. A linear head's outputs are ``theta' . z'`` in float64
     (what the disagreement with the float64 prior head compares); any other head's are its own."""
-    from tfbound.bounds.pac_bayes_pool import pool_projections
-
     c = bound.bias_const
     m = int(x.shape[0])
     head_scores, prior_scores = np.zeros(m), np.zeros(m)
     proj = np.zeros(m) if pac is not None else None
     tie = np.zeros(m) if pac is not None else None
-    theta_1 = prior.theta_prior[0]
+    theta_1 = _t(prior.theta_prior[0])
+    head_t = None if theta_aug is None else _t(theta_aug)
+    if pac is not None:
+        inv_sqrt, u = _t(pac.metric.inv_sqrt), _t(pac.u)
     for batch in encoded(
         models, x, shard.part(np.arange(m)), bound.batch_size, what=what, path=path,
         task="features (unlabeled pool)", progress=progress,
     ):  # fmt: skip
-        zn = batch.augmented(c).numpy()
-        head_scores[batch.rows] = batch.scores if theta_aug is None else zn @ theta_aug
-        prior_scores[batch.rows] = zn @ theta_1
+        za = batch.augmented(c)
+        head_scores[batch.rows] = batch.scores if head_t is None else _np(za @ head_t)
+        prior_scores[batch.rows] = _np(za @ theta_1)
         if pac is not None and proj is not None and tie is not None:
-            p, t = pool_projections(pac, zn)
-            proj[batch.rows], tie[batch.rows] = p, t
+            # |u . x'| / ||x'|| and ties, as bounds.pac_bayes_pool.pool_projections computes them
+            xw = za @ inv_sqrt
+            norms = torch.linalg.vector_norm(xw, dim=1)
+            p = torch.abs(xw @ u) / torch.where(norms > 0, norms, torch.ones_like(norms))
+            proj[batch.rows] = _np(p)
+            tie[batch.rows] = _np(((norms == 0) | (p == 0)).to(torch.float64))
     shard.sum_(head_scores, prior_scores, proj, tie)
     return PoolStream(m, head_scores, prior_scores, proj, None if tie is None else tie > 0)
 
@@ -423,20 +456,23 @@ def stream_test(
     nonzero = np.zeros(m) if pac is not None else None
     extra_scores = None if extra is None else np.zeros((m, extra[1].shape[0]))
     x_norms = None if extra is None else np.zeros(m)
+    if pac is not None:
+        pac_inv_sqrt, u = _t(pac.metric.inv_sqrt), _t(unit_direction(pac.u))
+    if extra is not None:
+        extra_inv_sqrt, extra_heads = _t(extra[0].inv_sqrt), _t(extra[1].T)
     for batch in encoded(
         models, x, shard.part(np.arange(m)), bound.batch_size, what=what, path=path,
         task="features (test)", progress=progress,
     ):  # fmt: skip
         scores[batch.rows] = batch.scores
         if pac is not None and gamma is not None and nonzero is not None:
-            xw = pac.metric.whiten_features(batch.augmented(pac.bias_const).numpy())
-            gamma[batch.rows] = normalised_margins(xw, y[batch.rows], pac.u)
-            nonzero[batch.rows] = np.linalg.norm(xw, axis=1) > 0
+            xw = batch.augmented(pac.bias_const) @ pac_inv_sqrt
+            gamma[batch.rows], norms = _margins(xw, y[batch.rows], u)
+            nonzero[batch.rows] = norms > 0
         if extra is not None and extra_scores is not None and x_norms is not None:
-            metric, heads = extra
-            zn = batch.augmented(bound.bias_const).numpy()
-            extra_scores[batch.rows] = zn @ heads.T
-            x_norms[batch.rows] = np.linalg.norm(metric.whiten_features(zn), axis=1)
+            za = batch.augmented(bound.bias_const)
+            extra_scores[batch.rows] = _np(za @ extra_heads)
+            x_norms[batch.rows] = _np(torch.linalg.vector_norm(za @ extra_inv_sqrt, dim=1))
     shard.sum_(scores, gamma, nonzero, extra_scores, x_norms)
     return TestStream(
         scores, gamma, None if nonzero is None else nonzero > 0, extra_scores, x_norms
