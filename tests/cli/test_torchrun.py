@@ -59,6 +59,8 @@ def test_two_gloo_processes_write_the_single_process_report(
     assert code == 0
     one = _numbers(json.loads(stdout))
     two = _numbers(json.loads(out.read_text()))
+    assert one.pop("model.encoder.feature_pass.processes") == 1
+    assert two.pop("model.encoder.feature_pass.processes") == 2
     assert one.keys() == two.keys()
     worst = max(abs(two[k] - v) / max(abs(v), 1e-300) for k, v in one.items() if v)
     # float32 encoders give each row the same bits whatever its batch (ce_mlp's MLP does; a

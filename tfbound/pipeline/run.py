@@ -374,7 +374,7 @@ def _estimate(
     # Stage 6: the report.
     pretext = (pretext_train, pretext_val)
     report = _report(
-        record, models, splits, n, head_norm, pretext, terms, bounds, out.warnings, budget
+        record, models, splits, n, head_norm, pretext, terms, bounds, out.warnings, budget, shard
     )
     return report
 
@@ -686,13 +686,21 @@ def _report(
     bounds: list[Term],
     warnings: list[str],
     budget: DeltaBudget,
+    shard: Shard = LOCAL,
 ) -> Report:
     train, test = splits.train, splits.test
+    where = models.placement
     model = {
         "encoder": {
             **record.encoder,
             "parameters": param_count(models.encoder),
             "feature_dim": models.feature_dim,
+            # where the feature passes ran (--device, --dtype; torchrun processes)
+            "feature_pass": {
+                "device": "cpu" if where is None else str(where.device),
+                "dtype": "float32" if where is None else str(where.dtype).removeprefix("torch."),
+                "processes": shard.world,
+            },
         },
         "head": {
             **record.head,
