@@ -9,11 +9,15 @@ Runs, in one process each after the imports (start-up excluded), routes interlea
 
 - ``estimate.py``: ``tfbound.estimate`` against one bare encoder forward over the same splits
   (n = 10,000 + 2,000; a dim-64 depth-2 ViT by default, dim 256 depth 4 with --issue-sizes);
-- ``rirc.py``: the in-place sign buffer against the per-block allocation, and against the bare
-  ``K x n`` by ``n x (d+1)`` product (K = 2,000, n = 20,000 by default; K = 10^4, n = 10^5);
+- ``rirc.py``: the streamed RIRC sums (counter-based signs) against the in-memory draw they
+  replaced, and against the bare ``K x n`` by ``n x (d+1)`` product (K = 2,000, n = 20,000 by
+  default; K = 10^4, n = 10^5 with --issue-sizes);
 - ``binomial.py``: the test-set bound before / after hoisting the binomial coefficients;
 - ``pac_bayes.py``: the prior probe and the metric before / after at large d;
-- ``transformer_norms.py``: every layer against the rows the terms read, and the cache.
+- ``transformer_norms.py``: every layer against the rows the terms read, and the cache;
+- ``text_padding.py``: one long text among 400 against all short ones (the real MiniLM);
+- ``memory.py``: peak RSS at n = 10k, 100k, 1M (fresh processes; the pipeline before streaming
+  too with --issue-sizes).
 
 Prints every result line (``ratio``, ``goal``, met or not) at the end, with the thread counts of
 torch and the BLAS libraries. The exit status is 0 even when a goal is missed (a benchmark, not
@@ -27,8 +31,10 @@ import time
 
 import binomial
 import estimate
+import memory
 import pac_bayes
 import rirc
+import text_padding
 import transformer_norms
 from _common import Result, add_thread_option, setup_threads
 
@@ -39,7 +45,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        help="run only these (estimate, rirc, binomial, pac_bayes, norms)",
+        help="run only these (estimate, rirc, binomial, pac_bayes, norms, text, memory)",
     )
     add_thread_option(parser)
     args = parser.parse_args()
@@ -61,6 +67,10 @@ def main() -> None:
             None,
         ),
         "norms": lambda: transformer_norms.run(30_522, 384, 6 if big else 2, 1 if big else 2, None),
+        "text": lambda: text_padding.run(3, None),
+        "memory": lambda: memory.run(
+            [10_000, 100_000, 1_000_000], "23bdb21" if big else None, None
+        ),
     }
     results: list[Result] = []
     start = time.perf_counter()

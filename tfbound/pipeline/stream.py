@@ -115,14 +115,25 @@ def take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
 
 
 def row_batches(x: Any, rows: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """``rows`` in batches of ``batch_size``; texts ordered by token length first (stable), so
-    each batch is padded to about its own length."""
+    """``rows`` in batches of at most ``batch_size``. Texts are ordered by token length (stable)
+    and a batch also holds at most ``batch_size x`` the median length in padded tokens, so one
+    long text is padded with few others (not with ``batch_size - 1`` short ones)."""
     lengths = getattr(x, "lengths", None)
-    order = rows
-    if getattr(x, "is_text", False) and lengths is not None:
-        order = rows[np.argsort(np.asarray(lengths)[rows], kind="stable")]
-    for start in range(0, order.shape[0], batch_size):
-        yield np.sort(order[start : start + batch_size])
+    if not getattr(x, "is_text", False) or lengths is None or rows.size == 0:
+        for start in range(0, rows.shape[0], batch_size):
+            yield rows[start : start + batch_size]
+        return
+    lens = np.asarray(lengths)[rows]
+    order = np.argsort(lens, kind="stable")
+    lens = lens[order]
+    budget = batch_size * max(1, int(np.median(lens)))
+    start, n = 0, int(order.shape[0])
+    while start < n:
+        end = start + 1
+        while end < n and end - start < batch_size and (end - start + 1) * lens[end] <= budget:
+            end += 1
+        yield np.sort(rows[order[start:end]])
+        start = end
 
 
 @dataclass(frozen=True)
