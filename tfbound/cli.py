@@ -465,7 +465,10 @@ def estimate(
     ] = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Load the encoder, head and data of CONFIG and print the bound term by term."""
+    """Load the encoder, head and data of CONFIG and print the bound term by term.
+
+    Under torchrun (torchrun --nproc_per_node N -m tfbound estimate CONFIG) the passes are
+    split over the N processes and the first one writes the report (docs/scale.md)."""
     from tfbound.config import load_config
     from tfbound.gates import parse_gates
     from tfbound.pipeline import estimate as run_estimate
@@ -587,11 +590,9 @@ def fit_head_command(
         bool,
         typer.Option(
             "--stochastic",
-            help="Fit tfbound's stochastic head instead: a Gaussian posterior in the metric of "
-            "S1 whose mean minimises its own PAC-Bayes certificate on S2 (prior from S1), "
-            "written to bound.stochastic_head (or --out) with linear.weight/linear.bias (the "
-            "mean) and posterior.scale; estimate certifies it beside your head "
-            "(stochastic_head_gibbs_bound), never as it.",
+            help="Fit tfbound's stochastic head instead, trained on its own PAC-Bayes "
+            "certificate (written to bound.stochastic_head or --out); estimate certifies it "
+            "beside your head, never as it (docs/bound.md).",
         ),
     ] = False,
 ) -> None:
@@ -603,6 +604,11 @@ def fit_head_command(
     if stochastic:
         if holdout:
             raise UsageError("--stochastic and --holdout are two different heads: pass one")
+        if lam != 1e-3:
+            raise UsageError(
+                "--lam is the L2 weight of the logistic head; --stochastic trains on its "
+                "PAC-Bayes bound (the prior's lambda is bound.prior_lam)"
+            )
         _fit_stochastic_and_say(load_config(config), out, force)
         return
     _fit_and_say(load_config(config), lam, out, force, holdout)

@@ -15,7 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from tfbound.errors import TfboundError
 from tfbound.pipeline.stream import Shard
+
+
+class DistributedError(TfboundError):
+    """This process cannot go on because another torchrun process stopped (exit 3)."""
+
 
 #: How long a process waits for the others at a reduction before giving up.
 TIMEOUT = timedelta(minutes=30)
@@ -39,6 +45,12 @@ def started() -> Iterator[Shard]:
         dist.init_process_group("gloo", timeout=TIMEOUT)
     try:
         yield shard
+    except (RuntimeError, dist.DistError) as exc:
+        if isinstance(exc, dist.DistError) or "gloo" in str(exc).lower():
+            raise DistributedError(
+                "another torchrun process failed or left (its own message says why)"
+            ) from exc
+        raise
     finally:
         if own:
             dist.destroy_process_group()

@@ -155,7 +155,7 @@ def scale_mismatch(found: np.ndarray, expected: np.ndarray) -> float:
 
 #: the largest relative distance of the file's scale from the rebuilt one (float64 round-off of
 #: the same computation on the same features is ~1e-15; other features are far above this)
-SCALE_RTOL = 1e-8
+SCALE_RTOL = 1e-6  # float32 against float64 features differ by about 4e-8
 
 
 __all__ = [

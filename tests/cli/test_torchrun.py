@@ -78,3 +78,23 @@ def test_fit_head_under_torchrun_is_refused(tmp_path: Path) -> None:
     done = _torchrun("estimate", str(REPO_ROOT / "sample_models" / "ce_mlp"), "--fit-head")
     assert done.returncode != 0
     assert "run tfbound fit-head before torchrun" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORLD_SIZE": "abc"}, "must be integers"),
+        ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK must lie in"),
+        ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR and MASTER_PORT are not set"),
+    ],
+)
+def test_junk_torchrun_variables_are_a_usage_error(env: dict[str, str], message: str) -> None:
+    config = str(REPO_ROOT / "sample_models" / "ce_mlp")
+    code, _, err = run_cli("estimate", config, "-q", env={"TORCHELASTIC_RUN_ID": "x", **env})
+    assert code == 2 and message in err
+
+
+def test_a_world_size_without_torchrun_changes_nothing() -> None:
+    config = str(REPO_ROOT / "sample_models" / "ce_mlp")
+    code, out, _ = run_cli("estimate", config, "-q", "-f", "json", env={"WORLD_SIZE": "2"})
+    assert code == 0 and json.loads(out)["model"]["encoder"]["feature_pass"]["processes"] == 1

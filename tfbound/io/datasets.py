@@ -41,7 +41,10 @@ def _npy_header(fh: object, path: Path, key: str) -> tuple[tuple[int, ...], np.d
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
         msg = first_line(exc)
         raise DataError(f"cannot read array '{key}': bad .npy header: {msg}", path=path) from exc
-    return tuple(int(s) for s in shape), np.dtype(dtype)
+    dims = tuple(int(s) for s in shape)
+    if any(s < 0 for s in dims):
+        raise DataError(f"cannot read array '{key}': negative shape {dims[:8]}", path=path)
+    return dims, np.dtype(dtype)
 
 
 def _check_claim(

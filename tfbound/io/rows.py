@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from tfbound.errors import DataError
+
 #: Arrays of at least this many bytes are read rows at a time.
 LAZY_BYTES = 32 << 20
 
@@ -39,16 +41,27 @@ class FileRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
+    def _read(self, start: int, stop: int, fh: Any = None) -> np.ndarray:
         count = max(0, stop - start)
         out = np.empty((count, *self.shape[1:]), dtype=self.dtype)
-        if count:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset + start * self._row_bytes)
-                view = memoryview(out.reshape(-1).view(np.uint8).data)
-                if fh.readinto(view) != view.nbytes:
-                    raise OSError(f"{self.path.name} ended before row {stop}")
+        if not count:
+            return out
+        if fh is None:
+            with self._open() as own:
+                return self._read(start, stop, own)
+        fh.seek(self.offset + start * self._row_bytes)
+        view = memoryview(out.reshape(-1).view(np.uint8).data)
+        if fh.readinto(view) != view.nbytes:
+            raise DataError(f"the file ended before row {stop} (changed after it was read?)",
+                            path=self.path)  # fmt: skip
         return out
+
+    def _open(self) -> Any:
+        try:
+            return self.path.open("rb")
+        except OSError as exc:
+            msg = f"cannot read the inputs any more: {exc.strerror}"
+            raise DataError(msg, path=self.path) from exc
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
@@ -68,9 +81,19 @@ class FileRows:
         lo, hi = int(index.min()), int(index.max()) + 1
         if hi - lo <= 4 * index.size:  # a dense set of rows: one read of the span
             return self._read(lo, hi)[index - lo]
-        return np.stack([self._read(int(i), int(i) + 1)[0] for i in index])
+        with self._open() as fh:  # a sparse set: one read per row, one open file
+            return np.stack([self._read(int(i), int(i) + 1, fh)[0] for i in index])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        from tfbound.io.datasets import MEMORY_BUDGET_BYTES
+
+        if self.shape[0] * self._row_bytes > MEMORY_BUDGET_BYTES:
+            raise DataError(
+                f"reading these inputs whole needs {self.shape[0] * self._row_bytes} bytes, over "
+                f"the memory budget of {MEMORY_BUDGET_BYTES} bytes (this command reads them "
+                "whole; estimate reads them by rows)",
+                path=self.path,
+            )
         whole = self._read(0, self.shape[0])
         return whole if dtype is None else whole.astype(dtype)
 
@@ -89,8 +112,13 @@ def npz_member_rows(path: Path, member: str) -> FileRows | None:
 
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(member)
-        if info.compress_type != zipfile.ZIP_STORED:
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             return None
+        # where the member's bytes must end: the next member's header or the central directory
+        starts = sorted(
+            i.header_offset for i in zf.infolist() if i.header_offset > info.header_offset
+        )
+        limit = min([*starts, zf.start_dir])
     with path.open("rb") as fh:
         fh.seek(info.header_offset)
         fields = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
@@ -105,8 +133,9 @@ def npz_member_rows(path: Path, member: str) -> FileRows | None:
         else:
             shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
         data = fh.tell()
-    if data + int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize > path.stat().st_size:
-        return None  # the caller's checks name the truncation
+    end = data + int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    if any(int(s) < 0 for s in shape) or end > start + info.compress_size or end > limit:
+        return None  # read whole: numpy's own checks (sizes, CRC) name what is wrong
     return _lazy(path, data, tuple(shape), np.dtype(dtype), bool(fortran))
 
 

@@ -343,7 +343,7 @@ def _subset(x: Any, keep: np.ndarray) -> Any:
         return subset(keep)
     if hasattr(x, "dataset") and hasattr(x, "row"):  # DatasetInputs of the in-memory route
         return np.stack([x.row(int(i)) for i in keep])
-    return np.asarray(x)[keep]
+    return np.asarray(x[keep])  # rows only (a large file is read by rows, not whole)
 
 
 @torch.inference_mode()

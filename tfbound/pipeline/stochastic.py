@@ -122,20 +122,27 @@ def stochastic_head_stage(
         out.warnings.append(
             f"no stochastic_head_gibbs_bound for bound.stochastic_head {name}: its "
             f"posterior.scale is not diag(1, c) M^(-1/2) of this estimate's S1 metric (relative "
-            f"distance {gap:.3g}): it describes another posterior"
+            f"distance {gap:.3g}): it was fitted on other features (fit-head encodes in float32 "
+            "on the CPU: run estimate without --dtype bfloat16) or describes another posterior"
         )
         return None
     mean = head.mean_aug(b.bias_const)
     msq, dots = geometry.kl_inputs(mean)
-    cert = pbb_head_certificate(
-        s2_scores,
-        s2_norms,
-        y2,
-        mean_norm_sq=msq,
-        mean_dot_prior=dots,
-        delta_q=budget.per_candidate(STATEMENT),
-        lam_grid=geometry.lam_grid,
-    )
+    try:
+        cert = pbb_head_certificate(
+            s2_scores,
+            s2_norms,
+            y2,
+            mean_norm_sq=msq,
+            mean_dot_prior=dots,
+            delta_q=budget.per_candidate(STATEMENT),
+            lam_grid=geometry.lam_grid,
+        )
+    except ValueError as exc:  # e.g. a mean so large its norm overflows
+        out.warnings.append(
+            f"no stochastic_head_gibbs_bound for bound.stochastic_head {name}: {first_line(exc)}"
+        )
+        return None
     out.bounds.append(
         stochastic_head_term(
             cert,

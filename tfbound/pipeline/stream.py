@@ -55,9 +55,25 @@ class Shard:
 
     @classmethod
     def from_env(cls) -> Shard:
-        """The shard of a ``torchrun`` process (``RANK``, ``WORLD_SIZE``), else the whole."""
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        rank = int(os.environ.get("RANK", "0") or 0)
+        """The shard of a ``torchrun`` process, else the whole split.
+
+        Only a process that ``torchrun`` started (``TORCHELASTIC_RUN_ID`` set) is sharded, so a
+        ``WORLD_SIZE`` left in the environment by a scheduler changes nothing; under torchrun,
+        ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` must make sense
+        (``UsageError`` otherwise)."""
+        if not os.environ.get("TORCHELASTIC_RUN_ID"):
+            return cls()
+        from tfbound.errors import UsageError
+
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ.get("RANK", "0"))
+        except ValueError:
+            raise UsageError("torchrun's WORLD_SIZE and RANK must be integers") from None
+        if world < 1 or not 0 <= rank < world:
+            raise UsageError("torchrun's RANK must lie in [0, WORLD_SIZE), WORLD_SIZE >= 1")
+        if world > 1 and not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
+            raise UsageError("torchrun's MASTER_ADDR and MASTER_PORT are not set")
         return cls(rank, world) if world > 1 else cls()
 
     @property

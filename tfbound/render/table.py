@@ -88,8 +88,9 @@ def formulas(terms: list[dict[str, Any]]) -> RenderableType:
 
 
 def certificates_table(report: dict[str, Any], verbose: bool) -> RenderableType | None:
-    """The complete bounds on the user's head, best first (never added together)."""
-    ordered = ordered_bounds(report)
+    """The complete bounds on the user's head, best first (never added together); tfbound's
+    stochastic head, another predictor, gets its own table (:func:`other_predictor_table`)."""
+    ordered = [b for b in ordered_bounds(report) if b["key"] not in OTHER_PREDICTORS]
     if not ordered:
         return None
     columns = [
@@ -114,6 +115,37 @@ def certificates_table(report: dict[str, Any], verbose: bool) -> RenderableType 
     return Group(table, formulas(ordered)) if verbose else table
 
 
+#: Certificates of a predictor that is not the user's head (shown in their own table).
+OTHER_PREDICTORS = ("stochastic_head_gibbs_bound",)
+
+
+def other_predictor_table(report: dict[str, Any], verbose: bool) -> RenderableType | None:
+    """The certificates of tfbound's own stochastic head (``fit-head --stochastic``)."""
+    ordered = [b for b in ordered_bounds(report) if b["key"] in OTHER_PREDICTORS]
+    if not ordered:
+        return None
+    observed = report["terms"].get("observed_stochastic_head_gibbs_test_error")
+    columns = [
+        Column("certificate"),
+        Column("value", justify="right"),
+        Column("probability", justify="right"),
+        Column("observed", justify="right"),
+    ]
+    rows: list[list[str | Text]] = [
+        [
+            Text(total["key"]),
+            vacuous_value(total),
+            fmt(total.get("confidence")),
+            fmt(None if observed is None else observed["value"]),
+        ]
+        for total in ordered
+    ]
+    title = "tfbound's stochastic head (another predictor: never a bound on your head)"
+    notes = [term_note(total, report) for total in ordered]
+    table = FitTable(columns, rows, title=title, notes=notes)
+    return Group(table, formulas(ordered)) if verbose else table
+
+
 def vacuous_value(total: dict[str, Any]) -> Text:
     """A certificate's value, marked when it says nothing (>= 1)."""
     text = Text(fmt(total["value"]))
@@ -129,6 +161,9 @@ def report_table(report: dict[str, Any], verbose: bool = False) -> RenderableTyp
     certs = certificates_table(report, verbose)
     if certs is not None:
         parts += [Text(""), certs]
+    other = other_predictor_table(report, verbose)
+    if other is not None:
+        parts += [Text(""), other]
     for group in term_groups(report):
         title = group.title if group.total is None else f"{group.title}, the sum of"
         table = terms_table(title, group.terms, report, verbose, group.total)
