@@ -323,7 +323,7 @@ def _estimate_geometry(z: Any, y: Any, idx1: Any, idx2: Any, b: Any) -> Any:
     from all of ``S1``."""
     import numpy as np
 
-    from tfbound.bounds.pac_bayes import fit_pac_bayes_prior
+    from tfbound.bounds.pac_bayes import fit_pac_bayes_prior, lam_grid_of
     from tfbound.bounds.pbb_head import geometry_of
     from tfbound.bounds.split import augment_features
     from tfbound.pipeline.stream import probe_rows
@@ -331,8 +331,7 @@ def _estimate_geometry(z: Any, y: Any, idx1: Any, idx2: Any, b: Any) -> Any:
     c = b.bias_const
     rows = probe_rows(idx1, int(z.shape[1]), b.split_seed)
     z1 = augment_features(z[idx1], c)
-    lam = b.prior_lam
-    lam_grid = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
+    lam_grid = lam_grid_of(b.prior_lam)
     prior = fit_pac_bayes_prior(
         z[rows],
         y[rows],

@@ -160,6 +160,14 @@ class PacBayesResult:
         return float(np.mean(np.where(nonzero, loss, 1.0)))
 
 
+def lam_grid_of(lam: float | Sequence[float]) -> tuple[float, ...]:
+    """The prior probes' ``lambda`` grid: one number, or distinct numbers (``J_lambda``)."""
+    grid = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
+    if not grid or len(set(grid)) != len(grid):
+        raise ValueError(f"lam must be a number or a grid of distinct numbers, got {lam}")
+    return grid
+
+
 def _grid_text(grid: tuple[float, ...]) -> str:
     """The grid itself when short, else its size, range and spacing in words."""
     if grid == DEFAULT_BETA_GRID:
@@ -224,9 +232,7 @@ def pac_bayes_linear(
     n, d = zm.shape
     ym = as_labels(y, n, "y")
     th = as_head(theta_hat, d + 1, "theta_hat")
-    lam_grid = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
-    if not lam_grid or len(set(lam_grid)) != len(lam_grid):
-        raise ValueError(f"lam must be a number or a grid of distinct numbers, got {lam}")
+    lam_grid = lam_grid_of(lam)
     betas = check_grid(beta_grid, "beta_grid")
     taus = check_grid(tau_grid, "tau_grid")
 

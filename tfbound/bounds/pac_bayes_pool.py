@@ -98,13 +98,18 @@ def pac_bayes_pool(
     return pac_bayes_pool_from_margins(pac, gamma, proj, tie, delta_c=delta_c, mu_grid=grid)
 
 
-def pool_projections(pac: PacBayesResult, pool_aug: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pool_projections(
+    pac: PacBayesResult, pool_aug: np.ndarray | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """``|u . x'| / ||x'||`` of augmented pool features (whitened by ``pac``'s metric) and
-    whether each one is a tie (a zero row or a zero projection)."""
-    xp = pac.metric.whiten_features(pool_aug)
-    norms = np.linalg.norm(xp, axis=1)
-    proj = np.abs(xp @ pac.u) / np.where(norms > 0, norms, 1.0)
-    return proj, (norms == 0) | (proj == 0)
+    whether each one is a tie (a zero row or a zero projection). In torch: the streamed pass
+    calls it on each batch between torch products."""
+    za = torch.as_tensor(pool_aug, dtype=torch.float64)
+    xw = za @ torch.from_numpy(np.ascontiguousarray(pac.metric.inv_sqrt))
+    norms = torch.linalg.vector_norm(xw, dim=1)
+    proj = torch.abs(xw @ torch.from_numpy(np.ascontiguousarray(pac.u)))
+    proj = proj / torch.where(norms > 0, norms, torch.ones_like(norms))
+    return proj.numpy(), ((norms == 0) | (proj == 0)).numpy()
 
 
 def pac_bayes_pool_from_margins(

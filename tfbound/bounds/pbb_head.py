@@ -36,6 +36,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from tfbound.bounds.pac_bayes import lam_grid_of
 from tfbound.bounds.pac_bayes_search import DEFAULT_BETA_GRID, check_grid
 from tfbound.bounds.split import (
     as_float64_matrix,
@@ -226,9 +227,7 @@ def prior_geometry(
     (the same functions as ``pac_bayes_linear``: ``fit_metric``, ``fit_prior_probe``)."""
     z = as_float64_matrix(z1, "z1")
     y = as_labels(y1, z.shape[0], "y1")
-    lam_grid = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
-    if not lam_grid or len(set(lam_grid)) != len(lam_grid):
-        raise ValueError(f"lam must be a number or a grid of distinct numbers, got {lam}")
+    lam_grid = lam_grid_of(lam)
     theta_prior = np.stack([fit_prior_probe(z, y, lam=v, bias_const=bias_const) for v in lam_grid])
     metric = fit_metric(augment_features(z, bias_const), eps)
     return geometry_of(metric, theta_prior, lam_grid, bias_const)

@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from tfbound.bounds.pac_bayes import PacBayesPrior, PacBayesResult, fit_pac_bayes_prior
+from tfbound.bounds.pac_bayes import (
+    PacBayesPrior,
+    PacBayesResult,
+    fit_pac_bayes_prior,
+    lam_grid_of,
+)
 from tfbound.bounds.split import split_indices
 from tfbound.errors import DataError
 from tfbound.features import ProgressFn, _encode_batch
@@ -337,8 +342,7 @@ def stream_train(
     if need_prior:
         assert probe is not None
         shard.sum_(probe, c1_sum)
-        lam = b.prior_lam
-        lam_grid = (float(lam),) if isinstance(lam, int | float) else tuple(float(v) for v in lam)
+        lam_grid = lam_grid_of(b.prior_lam)
         prior = fit_pac_bayes_prior(
             probe,
             y[probe_at],
@@ -422,6 +426,8 @@ def stream_pool(
 ) -> PoolStream:
     """The unlabeled pool in one pass. A linear head's outputs are ``theta' . z'`` in float64
     (what the disagreement with the float64 prior head compares); any other head's are its own."""
+    from tfbound.bounds.pac_bayes_pool import pool_projections
+
     c = bound.bias_const
     m = int(x.shape[0])
     head_scores, prior_scores = np.zeros(m), np.zeros(m)
@@ -429,8 +435,6 @@ def stream_pool(
     tie = np.zeros(m) if pac is not None else None
     theta_1 = _t(prior.theta_prior[0])
     head_t = None if theta_aug is None else _t(theta_aug)
-    if pac is not None:
-        inv_sqrt, u = _t(pac.metric.inv_sqrt), _t(pac.u)
     for batch in encoded(
         models, x, shard.part(np.arange(m)), bound.batch_size, what=what, path=path,
         task="features (unlabeled pool)", progress=progress,
@@ -439,12 +443,8 @@ def stream_pool(
         head_scores[batch.rows] = batch.scores if head_t is None else _np(za @ head_t)
         prior_scores[batch.rows] = _np(za @ theta_1)
         if pac is not None and proj is not None and tie is not None:
-            # |u . x'| / ||x'|| and ties, as bounds.pac_bayes_pool.pool_projections computes them
-            xw = za @ inv_sqrt
-            norms = torch.linalg.vector_norm(xw, dim=1)
-            p = torch.abs(xw @ u) / torch.where(norms > 0, norms, torch.ones_like(norms))
-            proj[batch.rows] = _np(p)
-            tie[batch.rows] = _np(((norms == 0) | (p == 0)).to(torch.float64))
+            p, t = pool_projections(pac, za)
+            proj[batch.rows], tie[batch.rows] = p, t
     shard.sum_(head_scores, prior_scores, proj, tie)
     return PoolStream(m, head_scores, prior_scores, proj, None if tie is None else tie > 0)
 
