@@ -121,11 +121,15 @@ class RircSums:
     Two accumulators over disjoint rows add (:meth:`merge`, or a sum of their tensors across
     processes)."""
 
-    def __init__(self, n_draws: int, dim: int, seed: int) -> None:
+    def __init__(
+        self, n_draws: int, dim: int, seed: int, device: torch.device | str = "cpu"
+    ) -> None:
         if n_draws < 1:
             raise ValueError(f"n_draws must be >= 1, got {n_draws}")
         self.n_draws, self.seed = int(n_draws), int(seed)
-        self.sums_t = torch.zeros((int(dim), self.n_draws), dtype=torch.float64)
+        # on the encoder's device when it has one (the products run there; the bits are drawn
+        # on the CPU and moved), float64 wherever
+        self.sums_t = torch.zeros((int(dim), self.n_draws), dtype=torch.float64, device=device)
         self.sum_sq = 0.0
         self.n = 0
 
@@ -144,21 +148,26 @@ class RircSums:
             sl = slice(start, start + step)
             # sum_i sigma_k(i) z_i = 2 sum_i b_k(i) z_i - sum_i z_i, with b the 0/1 bits
             bits = torch.from_numpy(counter_bits(rows[sl], self.n_draws, self.seed))
-            block = z_aug[sl]
+            bits = bits.to(device=self.sums_t.device)
+            block = z_aug[sl].to(device=self.sums_t.device)
             self.sums_t.addmm_(block.T, bits.to(torch.float64), alpha=2.0)
             self.sums_t.sub_(block.sum(dim=0)[:, None])
         self.sum_sq += float(torch.sum(z_aug * z_aug))
         self.n += int(rows.shape[0])
 
+    def to_cpu(self) -> None:
+        """Move the sums to the CPU (before a sum across processes, or the estimate)."""
+        self.sums_t = self.sums_t.cpu()
+
     def merge(self, other: RircSums) -> None:
-        self.sums_t += other.sums_t
+        self.sums_t += other.sums_t.to(self.sums_t.device)
         self.sum_sq += other.sum_sq
         self.n += other.n
 
     def estimate(self, radius: float, *, delta_mc: float, bias_const: float | None) -> RircEstimate:
         """The RIRC of the ball of ``radius`` from these sums (see :func:`rirc_linear`)."""
         return _estimate(
-            torch.linalg.vector_norm(self.sums_t, dim=0),
+            torch.linalg.vector_norm(self.sums_t, dim=0).cpu(),
             self.sum_sq,
             self.n,
             radius,

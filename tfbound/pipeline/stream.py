@@ -308,7 +308,8 @@ def stream_train(
     n = int(y.shape[0])
     d = int(models.feature_dim)
     idx1, idx2 = split_indices(n, b.split_seed, b.n1_fraction)
-    rirc = RircSums(b.n_draws, d + 1, b.seed)
+    where = models.placement  # the RIRC products run on the encoder's device
+    rirc = RircSums(b.n_draws, d + 1, b.seed, "cpu" if where is None else where.device)
     scores = np.zeros(n)
     max_sq = 0.0
     task = "features (train)"
@@ -386,6 +387,7 @@ def stream_train(
                 gamma[pos], x_norms[pos] = _margins(xw, y[batch.rows], u)
             else:
                 x_norms[pos] = _np(torch.linalg.vector_norm(xw, dim=1))
+    rirc.to_cpu()
     shard.sum_(rirc.sums_t, scores, prior_scores, gamma, x_norms, extra_scores)
     rirc.sum_sq, n_seen = shard.sum_scalars(rirc.sum_sq, float(rirc.n))
     rirc.n = int(n_seen)
