@@ -467,8 +467,7 @@ def estimate(
 ) -> None:
     """Load the encoder, head and data of CONFIG and print the bound term by term.
 
-    Under torchrun (torchrun --nproc_per_node N -m tfbound estimate CONFIG) the passes are
-    split over the N processes and the first one writes the report (docs/scale.md)."""
+    Under torchrun -m tfbound estimate, the passes are split over the processes (docs/scale.md)."""
     from tfbound.config import load_config
     from tfbound.gates import parse_gates
     from tfbound.pipeline import estimate as run_estimate
