@@ -118,12 +118,24 @@ def unit_direction(w_tilde: np.ndarray) -> np.ndarray:
     return w_tilde / norm if norm > 0 else np.zeros_like(w_tilde)
 
 
-def normalised_margins(x: np.ndarray, y: np.ndarray, u: np.ndarray) -> np.ndarray:
+def normalised_margins(x: np.ndarray | torch.Tensor, y: np.ndarray, u: np.ndarray) -> np.ndarray:
     """``gamma_i = y_i u . x_i / ||x_i||`` (``u`` is normalised here; zero rows give 0)."""
-    u = unit_direction(np.asarray(u, dtype=np.float64))
-    norms = np.linalg.norm(x, axis=1)
-    safe = np.where(norms > 0, norms, 1.0)
-    return np.asarray(np.where(norms > 0, y * (x @ u) / safe, 0.0), dtype=np.float64)
+    return margins_and_norms(x, y, u)[0]
+
+
+def margins_and_norms(
+    x: np.ndarray | torch.Tensor, y: np.ndarray, u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(gamma_i, ||x_i||)`` of whitened rows ``x`` (numpy or torch), in torch: the streamed
+    pass calls it on each batch between torch products (a numpy product there makes the BLAS
+    and torch thread pools spin against each other)."""
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    ut = torch.from_numpy(unit_direction(np.asarray(u, dtype=np.float64)))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    norms = torch.linalg.vector_norm(xt, dim=1)
+    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+    gamma = torch.where(norms > 0, yt * (xt @ ut) / safe, torch.zeros_like(norms))
+    return gamma.numpy(), norms.numpy()
 
 
 def kl_isotropic(mu: float, beta: float, cos: float) -> float:
@@ -173,6 +185,7 @@ __all__ = [
     "fit_metric",
     "kl_inv_vec",
     "kl_isotropic",
+    "margins_and_norms",
     "metric_from_second_moment",
     "normalised_margins",
     "phi_scalar",

@@ -580,8 +580,10 @@ def _heldout(
         what=f"inputs '{cfg.test.name}'",
         path=cfg.test.path,
         bound=cfg.bound,
-        pac=pac,
-        extra=None if stoch is None else (stoch.geometry.metric, stoch.mean_aug[None, :]),
+        # the S1 prior's metric (PAC-Bayes's and the stochastic head's are the same one)
+        metric=pac.metric if pac is not None else None if stoch is None else stoch.geometry.metric,
+        u=None if pac is None else pac.u,
+        extra_heads=None if stoch is None else stoch.mean_aug[None, :],
         shard=shard,
         progress=progress,
     )
@@ -592,8 +594,8 @@ def _heldout(
     certified = next((t for t in out.bounds if t.key == TermKey.CERTIFIED), None)
     if certified is not None and certified.value is not None:
         out.terms.append(tightness_term(certified.value, held[1].value or 0.0))
-    if pac is not None and test_pass.gamma is not None and test_pass.nonzero is not None:
-        gibbs = pac.gibbs_error_from_margins(test_pass.gamma, test_pass.nonzero)
+    if pac is not None and test_pass.gamma is not None and test_pass.x_norms is not None:
+        gibbs = pac.gibbs_error_from_margins(test_pass.gamma, test_pass.x_norms > 0)
         out.terms.append(observed_gibbs_term(gibbs, m_test))
     if stoch is not None and test_pass.extra_scores is not None and test_pass.x_norms is not None:
         scores = test_pass.extra_scores[:, 0]

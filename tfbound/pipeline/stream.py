@@ -39,7 +39,7 @@ from tfbound.bounds.pac_bayes import (
 from tfbound.bounds.split import split_indices
 from tfbound.errors import DataError
 from tfbound.features import ProgressFn, _encode_batch
-from tfbound.measures.gaussian import Metric, unit_direction
+from tfbound.measures.gaussian import Metric, margins_and_norms
 from tfbound.measures.rirc import RircSums, augment
 
 #: The most bytes of float64 ``S1`` features kept for the prior probes (but at least
@@ -228,13 +228,15 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return np.asarray(t.numpy(), dtype=np.float64)
 
 
-def _margins(xw: torch.Tensor, y: np.ndarray, u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``(gamma_i, ||x_i||)``: ``gamma = y u . x / ||x||`` (0 for a zero row), as
-    ``tfbound.measures.gaussian.normalised_margins`` computes it."""
-    norms = torch.linalg.vector_norm(xw, dim=1)
-    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-    gamma = torch.where(norms > 0, _t(y) * (xw @ u) / safe, torch.zeros_like(norms))
-    return _np(gamma), _np(norms)
+def _whitened(
+    za: torch.Tensor, y: np.ndarray, inv_sqrt: torch.Tensor, u: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(gamma, ||x||)`` of ``x = M^(-1/2) z'`` for a batch (``gamma`` only with a direction
+    ``u``), as the in-memory functions compute them (``measures.gaussian.margins_and_norms``)."""
+    xw = za @ inv_sqrt
+    if u is None:
+        return None, _np(torch.linalg.vector_norm(xw, dim=1))
+    return margins_and_norms(xw, y, u)
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +367,7 @@ def stream_train(
     gamma = np.zeros(n2) if linear else None
     x_norms = np.zeros(n2) if linear or extra is not None else None
     extra_scores = None if extra is None else np.zeros((n2, extra.shape[0]))
-    u = None if not linear else _t(unit_direction(prior.direction(theta_aug)))  # type: ignore[union-attr,arg-type]
+    u = None if not linear else prior.direction(theta_aug)  # type: ignore[union-attr,arg-type]
     if prior is not None:
         inv_sqrt, thetas = _t(prior.metric.inv_sqrt), _t(prior.theta_prior.T)
     extra_t = None if extra is None else _t(extra.T)
@@ -382,11 +384,9 @@ def stream_train(
         if extra_t is not None and extra_scores is not None:
             extra_scores[pos] = _np(za @ extra_t)
         if x_norms is not None:
-            xw = za @ inv_sqrt
-            if gamma is not None and u is not None:
-                gamma[pos], x_norms[pos] = _margins(xw, y[batch.rows], u)
-            else:
-                x_norms[pos] = _np(torch.linalg.vector_norm(xw, dim=1))
+            g, x_norms[pos] = _whitened(za, y[batch.rows], inv_sqrt, u)
+            if gamma is not None and g is not None:
+                gamma[pos] = g
     rirc.to_cpu()
     shard.sum_(rirc.sums_t, scores, prior_scores, gamma, x_norms, extra_scores)
     rirc.sum_sq, n_seen = shard.sum_scalars(rirc.sum_sq, float(rirc.n))
@@ -453,15 +453,14 @@ def stream_pool(
 
 @dataclass(frozen=True, eq=False)
 class TestStream:
-    """Per test example: the head's output and, with a PAC-Bayes result, the normalised margin
-    of its direction and whether the whitened row is nonzero (the observed Gibbs error); with
-    extra heads, their outputs ``theta' . z'`` ``(m, k)`` and the whitened norms."""
+    """Per test example: the head's output; with the prior's metric, the whitened norms and,
+    with a direction, the normalised margins (the observed Gibbs error of PAC-Bayes's head); with
+    extra heads, their outputs ``theta' . z'`` ``(m, k)`` (the stochastic head's mean)."""
 
     scores: np.ndarray
-    gamma: np.ndarray | None
-    nonzero: np.ndarray | None
-    extra_scores: np.ndarray | None = None
+    gamma: np.ndarray | None = None
     x_norms: np.ndarray | None = None
+    extra_scores: np.ndarray | None = None
 
 
 def stream_test(
@@ -472,40 +471,35 @@ def stream_test(
     what: str,
     path: Path | None,
     bound: Any,
-    pac: PacBayesResult | None,
-    extra: tuple[Metric, np.ndarray] | None = None,
+    metric: Metric | None = None,
+    u: np.ndarray | None = None,
+    extra_heads: np.ndarray | None = None,
     shard: Shard = LOCAL,
     progress: ProgressFn | None = None,
 ) -> TestStream:
-    """The test split in one pass; ``extra``: a metric and augmented heads ``(k, d+1)`` to score
-    with the whitened norms (the stochastic head)."""
+    """The test split in one pass; ``metric``: the prior's (``S1``), with ``u`` a whitened
+    direction for the margins and ``extra_heads`` augmented heads ``(k, d+1)`` to score."""
     m = int(y.shape[0])
     scores = np.zeros(m)
-    gamma = np.zeros(m) if pac is not None else None
-    nonzero = np.zeros(m) if pac is not None else None
-    extra_scores = None if extra is None else np.zeros((m, extra[1].shape[0]))
-    x_norms = None if extra is None else np.zeros(m)
-    if pac is not None:
-        pac_inv_sqrt, u = _t(pac.metric.inv_sqrt), _t(unit_direction(pac.u))
-    if extra is not None:
-        extra_inv_sqrt, extra_heads = _t(extra[0].inv_sqrt), _t(extra[1].T)
+    x_norms = None if metric is None else np.zeros(m)
+    gamma = None if metric is None or u is None else np.zeros(m)
+    extra_scores = None if extra_heads is None else np.zeros((m, extra_heads.shape[0]))
+    inv_sqrt = None if metric is None else _t(metric.inv_sqrt)
+    heads = None if extra_heads is None else _t(extra_heads.T)
     for batch in encoded(
         models, x, shard.part(np.arange(m)), bound.batch_size, what=what, path=path,
         task="features (test)", progress=progress,
     ):  # fmt: skip
         scores[batch.rows] = batch.scores
-        if pac is not None and gamma is not None and nonzero is not None:
-            xw = batch.augmented(pac.bias_const) @ pac_inv_sqrt
-            gamma[batch.rows], norms = _margins(xw, y[batch.rows], u)
-            nonzero[batch.rows] = norms > 0
-        if extra is not None and extra_scores is not None and x_norms is not None:
-            za = batch.augmented(bound.bias_const)
-            extra_scores[batch.rows] = _np(za @ extra_heads)
-            x_norms[batch.rows] = _np(torch.linalg.vector_norm(za @ extra_inv_sqrt, dim=1))
-    shard.sum_(scores, gamma, nonzero, extra_scores, x_norms)
-    return TestStream(
-        scores, gamma, None if nonzero is None else nonzero > 0, extra_scores, x_norms
-    )
+        za = batch.augmented(bound.bias_const)
+        if inv_sqrt is not None and x_norms is not None:
+            g, x_norms[batch.rows] = _whitened(za, y[batch.rows], inv_sqrt, u)
+            if gamma is not None and g is not None:
+                gamma[batch.rows] = g
+        if heads is not None and extra_scores is not None:
+            extra_scores[batch.rows] = _np(za @ heads)
+    shard.sum_(scores, gamma, x_norms, extra_scores)
+    return TestStream(scores, gamma, x_norms, extra_scores)
 
 
 __all__ = [
