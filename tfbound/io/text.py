@@ -171,11 +171,29 @@ class TextInputs:
             raise TypeError("TextInputs reads slices of rows")
         return self.rows(np.arange(*key.indices(self.shape[0])))
 
+    def batches(self, rows: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+        """The texts ``rows`` in batches, ordered by token length (stable): at most
+        ``batch_size`` texts and ``batch_size x`` the median length of ``rows`` in padded tokens
+        each, so one long text is padded with few others (not with ``batch_size - 1`` short
+        ones)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return
+        lens = self.lengths[rows]
+        order = np.argsort(lens, kind="stable")
+        lens = lens[order]
+        budget = batch_size * max(1, int(np.median(lens)))
+        start, n = 0, int(order.shape[0])
+        while start < n:
+            end = start + 1
+            while end < n and end - start < batch_size and (end - start + 1) * lens[end] <= budget:
+                end += 1
+            yield rows[order[start:end]]
+            start = end
+
     def sorted_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(index, batch)`` pairs over the split ordered by token length (stable)."""
-        order = np.argsort(self.lengths, kind="stable")
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        """``(index, batch)`` pairs over the whole split (:meth:`batches`)."""
+        for index in self.batches(np.arange(self.shape[0]), batch_size):
             yield index, self.rows(index)
 
     def row_digests(self) -> list[bytes]:

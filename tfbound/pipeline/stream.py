@@ -136,25 +136,15 @@ def take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
 
 
 def row_batches(x: Any, rows: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """``rows`` in batches of at most ``batch_size``. Texts are ordered by token length (stable)
-    and a batch also holds at most ``batch_size x`` the median length in padded tokens, so one
-    long text is padded with few others (not with ``batch_size - 1`` short ones)."""
-    lengths = getattr(x, "lengths", None)
-    if not getattr(x, "is_text", False) or lengths is None or rows.size == 0:
-        for start in range(0, rows.shape[0], batch_size):
-            yield rows[start : start + batch_size]
+    """``rows`` in batches of at most ``batch_size``; texts in batches of similar length
+    (``tfbound.io.text.TextInputs.batches``), each batch's indices sorted."""
+    text_batches = getattr(x, "batches", None)
+    if getattr(x, "is_text", False) and callable(text_batches):
+        for index in text_batches(rows, batch_size):
+            yield np.sort(index)
         return
-    lens = np.asarray(lengths)[rows]
-    order = np.argsort(lens, kind="stable")
-    lens = lens[order]
-    budget = batch_size * max(1, int(np.median(lens)))
-    start, n = 0, int(order.shape[0])
-    while start < n:
-        end = start + 1
-        while end < n and end - start < batch_size and (end - start + 1) * lens[end] <= budget:
-            end += 1
-        yield np.sort(rows[order[start:end]])
-        start = end
+    for start in range(0, rows.shape[0], batch_size):
+        yield rows[start : start + batch_size]
 
 
 @dataclass(frozen=True)
