@@ -318,33 +318,10 @@ __all__ = [
 
 
 def _estimate_geometry(z: Any, y: Any, idx1: Any, idx2: Any, b: Any) -> Any:
-    """The metric and prior exactly as the streamed estimate fits them on ``S1``: the probes on
-    ``tfbound.pipeline.stream.probe_rows`` (all of ``S1``, or its seeded subset), the metric
-    from all of ``S1``."""
-    import numpy as np
-
-    from tfbound.bounds.pac_bayes import fit_pac_bayes_prior, lam_grid_of
+    """The metric and prior exactly as the streamed estimate fits them on ``S1``
+    (``tfbound.pipeline.stream.prior_from_features``)."""
     from tfbound.bounds.pbb_head import geometry_of
-    from tfbound.bounds.split import augment_features
-    from tfbound.pipeline.stream import probe_rows
+    from tfbound.pipeline.stream import prior_from_features
 
-    c = b.bias_const
-    rows = probe_rows(idx1, int(z.shape[1]), b.split_seed)
-    z1 = augment_features(z[idx1], c)
-    lam_grid = lam_grid_of(b.prior_lam)
-    prior = fit_pac_bayes_prior(
-        z[rows],
-        y[rows],
-        n=int(z.shape[0]),
-        idx1=idx1,
-        idx2=idx2,
-        bias_const=c,
-        split_seed=b.split_seed,
-        n1_fraction=b.n1_fraction,
-        eps=b.metric_eps,
-        lam_grid=lam_grid,
-        second_moment=None
-        if rows.shape[0] == idx1.shape[0]
-        else np.asarray(z1.T @ z1) / z1.shape[0],
-    )
-    return geometry_of(prior.metric, prior.theta_prior, prior.lam_grid, c)
+    prior = prior_from_features(z, y, idx1, idx2, b)
+    return geometry_of(prior.metric, prior.theta_prior, prior.lam_grid, b.bias_const)

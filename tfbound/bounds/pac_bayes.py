@@ -283,6 +283,25 @@ class PacBayesPrior:
         return unit_direction(self.metric.whiten_head(theta_aug))
 
 
+def fit_prior_heads(
+    z1_probe: np.ndarray,
+    y1_probe: np.ndarray,
+    lam_grid: tuple[float, ...],
+    *,
+    bias_const: float,
+    eps: float,
+    second_moment: np.ndarray | None = None,
+) -> tuple[np.ndarray, Metric]:
+    """The prior probes ``(J_lambda, d+1)`` fitted on ``(z1_probe, y1_probe)`` and the metric,
+    from ``second_moment`` when given, else from ``z1_probe`` (:func:`fit_pac_bayes_prior`)."""
+    theta_prior = np.stack(
+        [fit_prior_probe(z1_probe, y1_probe, lam=v, bias_const=bias_const) for v in lam_grid]
+    )
+    if second_moment is None:
+        return theta_prior, fit_metric(augment_features(z1_probe, bias_const), eps)
+    return theta_prior, metric_from_second_moment(second_moment, eps)
+
+
 def fit_pac_bayes_prior(
     z1_probe: np.ndarray,
     y1_probe: np.ndarray,
@@ -300,13 +319,9 @@ def fit_pac_bayes_prior(
     """The prior of spec 10.2 from ``S1``: the probes fitted on ``(z1_probe, y1_probe)`` (all of
     ``S1``, or a seeded subset of it fixed in advance), the metric from ``second_moment``
     (``C1 = (1/n1) sum_{S1} z' z'^T``) when given, else from ``z1_probe`` (then all of ``S1``)."""
-    theta_prior = np.stack(
-        [fit_prior_probe(z1_probe, y1_probe, lam=v, bias_const=bias_const) for v in lam_grid]
+    theta_prior, metric = fit_prior_heads(
+        z1_probe, y1_probe, lam_grid, bias_const=bias_const, eps=eps, second_moment=second_moment
     )
-    if second_moment is None:
-        metric = fit_metric(augment_features(z1_probe, bias_const), eps)
-    else:
-        metric = metric_from_second_moment(second_moment, eps)
     return PacBayesPrior(
         n=int(n),
         idx1=idx1,

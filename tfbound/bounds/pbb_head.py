@@ -36,19 +36,18 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from tfbound.bounds.pac_bayes import lam_grid_of
+from tfbound.bounds.pac_bayes import fit_prior_heads, lam_grid_of
 from tfbound.bounds.pac_bayes_search import DEFAULT_BETA_GRID, check_grid
 from tfbound.bounds.split import (
     as_float64_matrix,
     as_head,
     as_labels,
     augment_features,
-    fit_prior_probe,
     split_indices,
 )
 from tfbound.keys import TermKey
 from tfbound.measures.binomial import kl_inv, xi
-from tfbound.measures.gaussian import Metric, fit_metric, std_normal_cdf, unit_direction
+from tfbound.measures.gaussian import Metric, std_normal_cdf, unit_direction
 from tfbound.terms import Status, Term
 
 _xi = lru_cache(maxsize=256)(xi)
@@ -228,8 +227,7 @@ def prior_geometry(
     z = as_float64_matrix(z1, "z1")
     y = as_labels(y1, z.shape[0], "y1")
     lam_grid = lam_grid_of(lam)
-    theta_prior = np.stack([fit_prior_probe(z, y, lam=v, bias_const=bias_const) for v in lam_grid])
-    metric = fit_metric(augment_features(z, bias_const), eps)
+    theta_prior, metric = fit_prior_heads(z, y, lam_grid, bias_const=bias_const, eps=eps)
     return geometry_of(metric, theta_prior, lam_grid, bias_const)
 
 

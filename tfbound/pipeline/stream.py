@@ -275,6 +275,33 @@ def probe_rows(idx1: np.ndarray, dim: int, split_seed: int) -> np.ndarray:
     return np.sort(rng.choice(idx1, size=cap, replace=False))
 
 
+def prior_from_features(
+    z: np.ndarray, y: np.ndarray, idx1: np.ndarray, idx2: np.ndarray, bound: Any
+) -> PacBayesPrior:
+    """The prior :func:`stream_train` fits, from the whole float64 features of the training
+    split (``tfbound fit-head --stochastic``): the probes on :func:`probe_rows`, the metric from
+    all of ``S1``."""
+    b = bound
+    rows = probe_rows(idx1, int(z.shape[1]), b.split_seed)
+    second = None
+    if rows.shape[0] < idx1.shape[0]:  # the probes see a subset: the metric sums all of S1
+        z1 = augment(z[idx1], b.bias_const)
+        second = _np(z1.T @ z1) / len(z1)
+    return fit_pac_bayes_prior(
+        z[rows],
+        y[rows],
+        n=int(z.shape[0]),
+        idx1=idx1,
+        idx2=idx2,
+        bias_const=b.bias_const,
+        split_seed=b.split_seed,
+        n1_fraction=b.n1_fraction,
+        eps=b.metric_eps,
+        lam_grid=lam_grid_of(b.prior_lam),
+        second_moment=second,
+    )
+
+
 def stream_train(
     models: Any,
     x: Any,
@@ -502,6 +529,7 @@ __all__ = [
     "TestStream",
     "TrainStream",
     "encoded",
+    "prior_from_features",
     "probe_rows",
     "stream_pool",
     "stream_test",
